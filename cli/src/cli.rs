@@ -1,0 +1,188 @@
+//! Command-line definitions (names fixed by DESIGN.md).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// End-to-end encrypted exchange of medical records across borders.
+///
+/// Exit codes: 0 success, 1 error, 2 usage, 3 verification failed (tampered, bad signature,
+/// not for this node), 4 pinned key mismatch, 5 sender not a pinned contact.
+#[derive(Debug, Parser)]
+#[command(name = "dossier", version, about, long_about = None)]
+pub struct Cli {
+    /// Node home directory (default: $DOSSIER_HOME, else the platform data directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Whether the command asked for JSON output (errors then also go out as JSON on stderr).
+    pub fn json_requested(&self) -> bool {
+        match &self.command {
+            Command::Init(a) => a.json,
+            Command::Card(a) => a.json,
+            Command::Contacts {
+                command: ContactsCommand::List { json },
+            } => *json,
+            Command::Seal(a) => a.json,
+            Command::Open(a) => a.json,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create this node's identity (a facility, or a patient with --patient).
+    Init(InitArgs),
+    /// Print or save this node's public, self-signed card.
+    Card(CardArgs),
+    /// Manage pinned contacts.
+    Contacts {
+        #[command(subcommand)]
+        command: ContactsCommand,
+    },
+    /// Rotate or export keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Seal files into an offline bundle file for pinned contacts.
+    Seal(SealArgs),
+    /// Verify a bundle and unpack its parts into a directory.
+    Open(OpenArgs),
+    /// Run a complete exchange between three parties in a temporary directory.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Unique id, e.g. us-mercy-intl (a-z, 0-9, '-', '.').
+    #[arg(long)]
+    pub id: String,
+    /// Display name, e.g. "Mercy Hospital International Office".
+    #[arg(long)]
+    pub name: String,
+    /// ISO 3166-1 alpha-2 country code, e.g. US, TH, IN.
+    #[arg(long)]
+    pub country: String,
+    /// This node is a patient's own device rather than a facility.
+    #[arg(long)]
+    pub patient: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CardArgs {
+    /// Write the card to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Print a JSON summary (id, name, country, fingerprint) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Pin a contact's card (unverified unless --verified matches its fingerprint).
+    Add {
+        /// The card file.
+        card: PathBuf,
+        /// The fingerprint you confirmed with the contact out of band.
+        #[arg(long, value_name = "FINGERPRINT")]
+        verified: Option<String>,
+    },
+    /// List pinned contacts.
+    List {
+        /// Print a JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a contact verified after comparing fingerprints out of band.
+    Verify {
+        /// Contact id.
+        id: String,
+        /// The fingerprint as read to you by the contact.
+        fingerprint: String,
+    },
+    /// Remove a pinned contact.
+    Remove {
+        /// Contact id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make new keys; the new card is signed by the old key so contacts can follow.
+    Rotate,
+    /// Write this node's X25519 identity as a standard age identity file.
+    ExportAge {
+        /// Confirm that you want the private key written in plain text.
+        #[arg(long)]
+        yes: bool,
+        /// Where to write it (must not exist).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    Record,
+    Careplan,
+    Message,
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// Recipient contact id (repeat for several).
+    #[arg(long = "to", value_name = "ID", required = true)]
+    pub to: Vec<String>,
+    /// What the bundle carries.
+    #[arg(long, value_enum, default_value = "record")]
+    pub kind: KindArg,
+    /// Subject line (encrypted; never leaves the bundle in clear).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Conversation thread id.
+    #[arg(long)]
+    pub thread: Option<String>,
+    /// Patient reference such as an MRN (encrypted).
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// The bundle file to create.
+    #[arg(short = 'o', long = "output", value_name = "OUT.dossier")]
+    pub output: PathBuf,
+    /// Files and directories to seal.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// The bundle file.
+    pub file: PathBuf,
+    /// Directory to unpack into (new or empty).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's directory instead of deleting it at the end.
+    #[arg(long)]
+    pub keep: bool,
+}

@@ -1,0 +1,133 @@
+//! `seal` and `open`.
+
+use dossier_bundle::{BundleKind, FacilityId, Manifest, Timestamp};
+use dossier_node::opening::{OpenReport, open_file};
+use dossier_node::sealing::{SealOptions, seal_to_file};
+use dossier_node::{NodeError, NodeHome, identity};
+use serde_json::json;
+
+use crate::cli::{KindArg, OpenArgs, SealArgs};
+use crate::output::Out;
+use crate::passphrase;
+
+pub fn seal(home: &NodeHome, a: SealArgs) -> Result<(), NodeError> {
+    let out = Out::new(a.json);
+    let opts = SealOptions {
+        to: a
+            .to
+            .iter()
+            .map(|s| FacilityId::parse(s))
+            .collect::<Result<_, _>>()?,
+        kind: match a.kind {
+            KindArg::Record => BundleKind::Record,
+            KindArg::Careplan => BundleKind::Careplan,
+            KindArg::Message => BundleKind::Message,
+        },
+        subject: a.subject,
+        thread: a.thread,
+        patient: a.patient,
+    };
+    let me = identity::my_card(home)?;
+    let pass = passphrase::existing()?;
+    let ring = identity::unlock(home, &pass)?;
+    let m = seal_to_file(home, &ring, &opts, &a.paths, &a.output, Timestamp::now())?;
+    let total: u64 = m.parts.iter().map(|p| p.length).sum();
+    out.say(format!(
+        "Sealed bundle {} ({}, {} part(s), {} bytes) from {} to {} into {}",
+        m.bundle_id,
+        m.kind.as_str(),
+        m.parts.len(),
+        total,
+        me.id(),
+        recipients(&m),
+        a.output.display()
+    ));
+    out.json(&json!({
+        "bundle_id": m.bundle_id.as_str(),
+        "kind": m.kind.as_str(),
+        "from": m.sender.id.as_str(),
+        "to": m.recipients.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        "parts": m.parts.len(),
+        "bytes": total,
+        "created_at": m.created_at.to_string(),
+        "output": a.output,
+    }));
+    Ok(())
+}
+
+pub fn open(home: &NodeHome, a: OpenArgs) -> Result<(), NodeError> {
+    let out = Out::new(a.json);
+    let pass = passphrase::existing()?;
+    let ring = identity::unlock(home, &pass)?;
+    let r = open_file(home, &ring, &a.file, &a.output)?;
+    let m = &r.manifest;
+    out.say(format!(
+        "Opened bundle {} ({})",
+        m.bundle_id,
+        m.kind.as_str()
+    ));
+    out.say(format!(
+        "  from    {} ({}, {}) — fingerprint {} {}",
+        r.sender.id(),
+        r.sender.name(),
+        r.sender.country(),
+        r.sender.fingerprint(),
+        if r.sender_verified {
+            "(verified)"
+        } else {
+            "(NOT verified: compare it with the sender by phone)"
+        }
+    ));
+    out.say(format!("  to      {}", recipients(m)));
+    out.say(format!("  sealed  {}", m.created_at));
+    if let Some(s) = &m.subject {
+        out.say(format!("  subject {s}"));
+    }
+    if let Some(p) = &m.patient {
+        out.say(format!("  patient {p}"));
+    }
+    out.say(format!(
+        "  {} part(s), all signatures and hashes check, now in {}:",
+        m.parts.len(),
+        r.out_dir.display()
+    ));
+    for p in &m.parts {
+        out.say(format!(
+            "    {}  {}  {} bytes",
+            p.path, p.media_type, p.length
+        ));
+    }
+    out.json(&open_json(&r));
+    Ok(())
+}
+
+fn recipients(m: &Manifest) -> String {
+    m.recipients
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn open_json(r: &OpenReport) -> serde_json::Value {
+    let m = &r.manifest;
+    json!({
+        "bundle_id": m.bundle_id.as_str(),
+        "kind": m.kind.as_str(),
+        "from": m.sender.id.as_str(),
+        "from_fingerprint": r.sender.fingerprint().as_str(),
+        "from_verified": r.sender_verified,
+        "to": m.recipients.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        "subject": m.subject,
+        "thread": m.thread,
+        "patient": m.patient,
+        "created_at": m.created_at.to_string(),
+        "output": r.out_dir,
+        "parts": m.parts.iter().map(|p| json!({
+            "path": p.path.as_str(),
+            "media_type": p.media_type,
+            "length": p.length,
+            "sha256": p.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        })).collect::<Vec<_>>(),
+    })
+}

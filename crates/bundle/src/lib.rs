@@ -1,0 +1,46 @@
+//! The dossier bundle format and facility identity.
+//!
+//! This crate is the ground floor of dossier: it knows what a facility card, a fingerprint,
+//! a manifest and a sealed bundle *are*, and how to make and check them. It performs no I/O
+//! beyond the `Read`/`Write` values it is handed and never reads a clock (time is a
+//! parameter), so every rule here can be unit-tested and fuzzed without a disk or network.
+//!
+//! The format is specified normatively in `docs/protocol.md`; each parser names the section
+//! it implements. In short:
+//!
+//! * A [`card::FacilityCard`] is a self-signed JSON envelope carrying a facility's id, name,
+//!   country, kind, age X25519 recipient and Ed25519 verifying key.
+//! * A [`fingerprint::KeyId`] is the SHA-256 of both public keys; its
+//!   [`fingerprint::Fingerprint`] is six groups of five digits a person can read aloud.
+//! * A sealed bundle is a standard age v1 file whose plaintext is a POSIX (ustar) tar stream:
+//!   `parts/...` entries, then `manifest.json`, then `manifest.sig` (a detached Ed25519
+//!   signature over the manifest bytes). See [`seal`] and [`open`].
+//!
+//! Security policy for this crate: no `unsafe`; secret key material lives in types that
+//! zeroize on drop and have no `Debug`/`Display`/`Clone`; error messages never contain record
+//! content, subjects, part names or patient references.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod card;
+pub mod container;
+pub mod fingerprint;
+pub mod identity;
+pub mod ids;
+pub mod limits;
+pub mod manifest;
+pub mod media;
+pub mod open;
+pub mod seal;
+pub mod sig;
+pub mod timestamp;
+
+pub use card::{CardError, FacilityCard, PartyKind};
+pub use fingerprint::{Fingerprint, KeyId};
+pub use identity::{FacilityKeys, Keyring, KeyringError, RetiredKeys};
+pub use ids::{BundleId, CountryCode, FacilityId, IdError};
+pub use manifest::{BundleKind, Manifest, ManifestError, PartEntry, PartPath, PartyRef};
+pub use open::{OpenError, PartSink, SenderDirectory, SenderLookupError, VerifiedBundle};
+pub use seal::{PartSource, SealError, SealRequest, SealedBundle};
+pub use timestamp::Timestamp;

@@ -1,0 +1,368 @@
+//! Opening: verify everything, then release the parts — in that order, always.
+//!
+//! Opening is two passes over the ciphertext (docs/protocol.md §11):
+//!
+//! 1. [`verify`] decrypts the bundle, hashes every part without keeping it, and checks the
+//!    manifest signature against the sender's pinned key, the recipient list and every hash.
+//!    Only it can construct a [`VerifiedBundle`]. A bundle that fails any check never puts a
+//!    plaintext byte on disk.
+//! 2. [`extract`] requires that `VerifiedBundle`, decrypts again, streams each part into a
+//!    [`PartSink`] (the node's private staging directory) and checks that the bytes are the
+//!    ones verified. Only if all match does it return [`Released`], which the sink needs to
+//!    move the parts into place.
+//!
+//! The second pass re-checks every hash, so a file swapped between the passes is caught.
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use crate::card::FacilityCard;
+use crate::container::{ContainerError, PartVisitor, copy_part, read_container};
+use crate::fingerprint::Fingerprint;
+use crate::identity::Keyring;
+use crate::ids::FacilityId;
+use crate::limits::MAX_AGE_HEADER_BYTES;
+use crate::manifest::{Manifest, ManifestError, PartPath, PartyRef};
+use crate::sig::{self, SigContext};
+
+/// Why a bundle was not opened. Messages never include part names, subjects or patient
+/// references; parts are referred to by position.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Not an age file at all.
+    #[error("this is not a dossier bundle (no age-encryption.org/v1 header)")]
+    NotABundle,
+    /// An age format from a newer version.
+    #[error(
+        "the bundle uses an unknown age format, probably from a newer version; upgrade dossier"
+    )]
+    UnknownFormat,
+    /// The age header is larger than any bundle dossier makes.
+    #[error(
+        "the bundle header is larger than {MAX_AGE_HEADER_BYTES} bytes (too many recipients); refusing it"
+    )]
+    HeaderTooLarge,
+    /// None of this node's keys can decrypt it.
+    #[error("this bundle is not addressed to this node (none of its keys can decrypt it)")]
+    NotForMe,
+    /// Decrypts, but this node is not in the signed recipient list (e.g. a recipient
+    /// re-encrypted it to us: surreptitious forwarding).
+    #[error(
+        "this bundle decrypts but its signed recipient list does not name this node; it was forwarded by someone other than its sender"
+    )]
+    NotListedRecipient,
+    /// The ciphertext was altered or cut short.
+    #[error("the bundle is damaged or was tampered with ({0}); ask the sender to send it again")]
+    Tampered(String),
+    /// The manifest is invalid or from a newer version.
+    #[error("the bundle's manifest is invalid: {0}")]
+    Manifest(ManifestError),
+    /// The sender is not a pinned contact.
+    #[error(
+        "the sender {0} is not one of your contacts; the bundle was not opened. If you expect records from them, get their card, check its fingerprint with them and run `dossier contacts add`"
+    )]
+    UnknownSender(FacilityId),
+    /// The sender's key is not the pinned one.
+    #[error(
+        "the bundle claims to be from {sender} but is signed with key {presented}, not the pinned key {pinned}. If {sender} changed keys, get their new card (signed by the old key) or confirm the new fingerprint with them by phone"
+    )]
+    SenderKeyMismatch {
+        /// The sender id claimed.
+        sender: FacilityId,
+        /// Pinned fingerprint.
+        pinned: Fingerprint,
+        /// Fingerprint of the key named in the bundle.
+        presented: Fingerprint,
+    },
+    /// The signature does not verify.
+    #[error("the bundle's signature does not verify: it was altered or forged; do not trust it")]
+    BadSignature,
+    /// Reading the input failed for a reason other than its content.
+    #[error("reading the bundle failed: {0}")]
+    Io(io::Error),
+    /// Writing a part failed (disk full, permissions).
+    #[error("writing the opened parts failed: {0}; nothing was released")]
+    Sink(io::Error),
+}
+
+/// What kind of failure, for exit codes (see docs/protocol.md §12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Tampered, truncated, forged, or not for this node.
+    Verification,
+    /// The sender's pinned key differs.
+    PinMismatch,
+    /// The sender is not a pinned contact.
+    UnknownSender,
+    /// Local I/O.
+    Local,
+}
+
+impl OpenError {
+    /// The class of failure.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            OpenError::UnknownSender(_) => FailureClass::UnknownSender,
+            OpenError::SenderKeyMismatch { .. } => FailureClass::PinMismatch,
+            OpenError::Io(_) | OpenError::Sink(_) => FailureClass::Local,
+            _ => FailureClass::Verification,
+        }
+    }
+}
+
+/// Why a sender could not be resolved to a pinned card.
+#[derive(Debug)]
+pub enum SenderLookupError {
+    /// No pin for this id.
+    NotAContact,
+    /// A pin exists but for other keys.
+    KeyMismatch {
+        /// Fingerprint of the pinned (current) key.
+        pinned: Fingerprint,
+    },
+}
+
+/// The node's pins, as the verifier sees them.
+pub trait SenderDirectory {
+    /// The pinned card (current or retired) for `sender.id` whose key id is `sender.key`.
+    fn sender_card(&self, sender: &PartyRef) -> Result<FacilityCard, SenderLookupError>;
+}
+
+/// Proof that a bundle passed every check. Only [`verify`] makes one.
+#[derive(Debug)]
+pub struct VerifiedBundle {
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    sender: FacilityCard,
+}
+
+impl VerifiedBundle {
+    /// The signed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// The pinned card that verified the signature.
+    pub fn sender(&self) -> &FacilityCard {
+        &self.sender
+    }
+}
+
+/// Proof that [`extract`] streamed exactly the verified parts into the sink.
+#[derive(Debug)]
+pub struct Released {
+    _private: (),
+}
+
+/// Receives parts during [`extract`].
+pub trait PartSink {
+    /// Writes part `index` at `path` from `content`; must read it to the end.
+    fn write_part(
+        &mut self,
+        index: usize,
+        path: &PartPath,
+        content: &mut dyn Read,
+    ) -> io::Result<()>;
+}
+
+/// Pass 1: decrypt, hash, check signature, pins, recipients and hashes. Writes nothing.
+pub fn verify<R: Read>(
+    input: R,
+    keyring: &Keyring,
+    me: &FacilityId,
+    pins: &dyn SenderDirectory,
+) -> Result<VerifiedBundle, OpenError> {
+    let contents = decrypt_and_read(input, keyring, &mut Discard)?;
+    let manifest = Manifest::parse(&contents.manifest).map_err(OpenError::Manifest)?;
+    let sender = pins.sender_card(&manifest.sender).map_err(|e| match e {
+        SenderLookupError::NotAContact => OpenError::UnknownSender(manifest.sender.id.clone()),
+        SenderLookupError::KeyMismatch { pinned } => OpenError::SenderKeyMismatch {
+            sender: manifest.sender.id.clone(),
+            pinned,
+            presented: manifest.sender.key.fingerprint(),
+        },
+    })?;
+    if sender.id() != &manifest.sender.id || sender.key_id() != manifest.sender.key {
+        return Err(OpenError::BadSignature);
+    }
+    if !sig::verify(
+        sender.verifying_key(),
+        SigContext::Manifest,
+        &contents.manifest,
+        &contents.signature,
+    ) {
+        return Err(OpenError::BadSignature);
+    }
+    let mine = |r: &PartyRef| &r.id == me && keyring.all().any(|k| k.key_id() == r.key);
+    if !(mine(&manifest.sender) || manifest.recipients.iter().any(mine)) {
+        return Err(OpenError::NotListedRecipient);
+    }
+    check_parts_match(&manifest, &contents.parts)?;
+    Ok(VerifiedBundle {
+        manifest,
+        manifest_bytes: contents.manifest,
+        sender,
+    })
+}
+
+/// Pass 2: decrypt again and stream the parts into `sink`, checking they are exactly the
+/// verified ones. The caller releases the sink's output only with the returned proof.
+pub fn extract<R: Read>(
+    input: R,
+    keyring: &Keyring,
+    verified: &VerifiedBundle,
+    sink: &mut dyn PartSink,
+) -> Result<Released, OpenError> {
+    let mut visitor = SinkVisitor { sink };
+    let contents = decrypt_and_read(input, keyring, &mut visitor)?;
+    if contents.manifest != verified.manifest_bytes {
+        return Err(OpenError::Tampered(
+            "the bundle changed between verification and extraction".into(),
+        ));
+    }
+    check_parts_match(&verified.manifest, &contents.parts)?;
+    Ok(Released { _private: () })
+}
+
+fn check_parts_match(
+    manifest: &Manifest,
+    seen: &[(PartPath, u64, [u8; 32])],
+) -> Result<(), OpenError> {
+    if manifest.parts.len() != seen.len() {
+        return Err(OpenError::Tampered(format!(
+            "the manifest lists {} parts but the bundle holds {}",
+            manifest.parts.len(),
+            seen.len()
+        )));
+    }
+    for (i, (entry, (path, len, hash))) in manifest.parts.iter().zip(seen).enumerate() {
+        if &entry.path != path
+            || entry.length != *len
+            || !bool::from(subtle::ConstantTimeEq::ct_eq(&entry.sha256[..], &hash[..]))
+        {
+            return Err(OpenError::Tampered(format!(
+                "part #{i} does not match its signed manifest entry"
+            )));
+        }
+    }
+    Ok(())
+}
+
+struct Discard;
+impl PartVisitor for Discard {
+    fn visit(
+        &mut self,
+        _: usize,
+        _: &PartPath,
+        content: &mut dyn Read,
+    ) -> Result<(), ContainerError> {
+        copy_part(content, &mut io::sink()).map(|_| ())
+    }
+}
+
+struct SinkVisitor<'a> {
+    sink: &'a mut dyn PartSink,
+}
+impl PartVisitor for SinkVisitor<'_> {
+    fn visit(
+        &mut self,
+        index: usize,
+        path: &PartPath,
+        content: &mut dyn Read,
+    ) -> Result<(), ContainerError> {
+        let mut tracked = ReadErrorTracker {
+            inner: content,
+            failed: None,
+        };
+        match self.sink.write_part(index, path, &mut tracked) {
+            Ok(()) => Ok(()),
+            Err(e) => match tracked.failed.take() {
+                // The sink failed because reading the bundle failed: tampering or truncation.
+                Some(read_err) => Err(ContainerError::Read(read_err)),
+                None => Err(ContainerError::Visit(e)),
+            },
+        }
+    }
+}
+
+/// Remembers a read error so a sink's failure can be attributed to the bundle, not the disk.
+struct ReadErrorTracker<'a> {
+    inner: &'a mut dyn Read,
+    failed: Option<io::Error>,
+}
+impl Read for ReadErrorTracker<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+}
+
+/// Reads the bounded age header, decrypts with every key of `keyring`, reads the container.
+fn decrypt_and_read<R: Read>(
+    input: R,
+    keyring: &Keyring,
+    visitor: &mut dyn PartVisitor,
+) -> Result<crate::container::ContainerContents, OpenError> {
+    let mut input = BufReader::with_capacity(MAX_AGE_HEADER_BYTES + 1024, input);
+    check_header_bounded(&mut input)?;
+    let decryptor = age::Decryptor::new_buffered(input).map_err(map_age_error)?;
+    if decryptor.is_scrypt() {
+        return Err(OpenError::NotABundle);
+    }
+    let identities: Vec<&dyn age::Identity> = keyring
+        .all()
+        .map(|k| k.age_identity() as &dyn age::Identity)
+        .collect();
+    let stream = decryptor
+        .decrypt(identities.into_iter())
+        .map_err(map_age_error)?;
+    let contents = read_container(stream, visitor).map_err(|e| match e {
+        ContainerError::Visit(e) => OpenError::Sink(e),
+        ContainerError::Read(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            OpenError::Tampered("the bundle is truncated".into())
+        }
+        ContainerError::Read(e) if e.kind() == io::ErrorKind::InvalidData => {
+            OpenError::Tampered("the encrypted payload does not authenticate".into())
+        }
+        ContainerError::Read(e) => {
+            OpenError::Tampered(format!("the payload could not be read: {}", e.kind()))
+        }
+        ContainerError::BadPath(m) => OpenError::Manifest(m),
+        other => OpenError::Tampered(other.to_string()),
+    })?;
+    Ok(contents)
+}
+
+/// Refuses an age header longer than [`MAX_AGE_HEADER_BYTES`] before age parses it.
+fn check_header_bounded<R: BufRead>(input: &mut R) -> Result<(), OpenError> {
+    let buf = input.fill_buf().map_err(OpenError::Io)?;
+    if !buf.starts_with(b"age-encryption.org/") {
+        return Err(if buf.is_empty() || !buf.starts_with(b"age") {
+            OpenError::NotABundle
+        } else {
+            OpenError::UnknownFormat
+        });
+    }
+    let window = &buf[..buf.len().min(MAX_AGE_HEADER_BYTES)];
+    let has_mac_line = window.windows(5).any(|w| w == b"\n--- ");
+    if !has_mac_line && buf.len() >= MAX_AGE_HEADER_BYTES {
+        return Err(OpenError::HeaderTooLarge);
+    }
+    Ok(())
+}
+
+fn map_age_error(e: age::DecryptError) -> OpenError {
+    match e {
+        age::DecryptError::NoMatchingKeys => OpenError::NotForMe,
+        age::DecryptError::UnknownFormat => OpenError::UnknownFormat,
+        age::DecryptError::InvalidHeader => OpenError::Tampered("the age header is invalid".into()),
+        age::DecryptError::InvalidMac => {
+            OpenError::Tampered("the age header MAC does not verify".into())
+        }
+        age::DecryptError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            OpenError::Tampered("the bundle is truncated".into())
+        }
+        age::DecryptError::Io(e) => OpenError::Io(e),
+        _ => OpenError::Tampered("the file key could not be decrypted".into()),
+    }
+}

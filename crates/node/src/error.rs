@@ -1,0 +1,156 @@
+//! Everything that can go wrong in a node operation, each with what to do next.
+//!
+//! [`NodeError::exit_class`] maps every error to the documented exit codes (0 success,
+//! 1 error, 2 usage, 3 verification failed, 4 pinned key mismatch, 5 sender not a contact).
+//! Messages name facility ids and the paths the user typed, never record content, subjects,
+//! part names or patient references.
+
+use std::io;
+use std::path::PathBuf;
+
+use dossier_bundle::open::FailureClass;
+use dossier_bundle::{
+    CardError, FacilityId, Fingerprint, IdError, KeyringError, OpenError, SealError,
+};
+
+/// The documented exit codes, by meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitClass {
+    /// 1: something failed; the message says what to do.
+    Error = 1,
+    /// 2: the command line was wrong.
+    Usage = 2,
+    /// 3: verification failed (tampered, truncated, bad signature, not for this node).
+    Verification = 3,
+    /// 4: a key differs from the pinned one.
+    PinMismatch = 4,
+    /// 5: the sender is not a pinned contact.
+    UnknownSender = 5,
+}
+
+/// A failed node operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No home directory could be determined.
+    #[error("cannot find a home directory for dossier; pass --home DIR or set $DOSSIER_HOME")]
+    NoHome,
+    /// `init` has not run.
+    #[error(
+        "no dossier identity in {0}; run `dossier init --id ID --name NAME --country CC` first (or pass the right --home)"
+    )]
+    NotInitialised(PathBuf),
+    /// `init` already ran.
+    #[error(
+        "{0} already holds a dossier identity; use another --home, or `dossier key rotate` for new keys"
+    )]
+    AlreadyInitialised(PathBuf),
+    /// Keyring problem (wrong passphrase, damaged).
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// A card was refused.
+    #[error(transparent)]
+    Card(#[from] CardError),
+    /// An id, country or name was refused.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// The passphrase was refused.
+    #[error("{0}")]
+    Passphrase(String),
+    /// A state file in the home is damaged.
+    #[error("{0} is damaged ({1}); restore it from backup")]
+    CorruptState(PathBuf, &'static str),
+    /// Local I/O.
+    #[error("{what} failed: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A contact's card carries different keys from the pinned ones.
+    #[error(
+        "the card for {id} has different keys from the pinned ones and is not signed by the pinned key.\n  \
+         pinned:    {pinned}\n  presented: {presented}\n\
+         Nothing was changed. Call {id} on a known number and compare fingerprints; if they really \
+         re-installed, remove the old pin with `dossier contacts remove {id}` and add the new card"
+    )]
+    ContactKeyMismatch {
+        /// Contact id.
+        id: FacilityId,
+        /// Pinned fingerprint.
+        pinned: Fingerprint,
+        /// Fingerprint on the new card.
+        presented: Fingerprint,
+    },
+    /// The fingerprint typed does not match the card.
+    #[error(
+        "the fingerprint you gave does not match the card of {id}.\n  card:  {actual}\n\
+         Nothing was marked verified. Read the fingerprint again with {id} over a trusted channel"
+    )]
+    FingerprintMismatch {
+        /// Contact id.
+        id: FacilityId,
+        /// The card's real fingerprint.
+        actual: Fingerprint,
+    },
+    /// Not a contact.
+    #[error(
+        "{0} is not one of your contacts; add their card first with `dossier contacts add CARD`"
+    )]
+    NotAContact(FacilityId),
+    /// Tried to pin our own card.
+    #[error("that is this node's own card; contacts are other facilities")]
+    IsSelf,
+    /// The seal output exists.
+    #[error("{0} already exists; choose another output name or remove it first")]
+    OutputExists(PathBuf),
+    /// The open output directory is not empty.
+    #[error(
+        "{0} is not empty; open into a new or empty directory so received parts cannot overwrite files"
+    )]
+    OutputNotEmpty(PathBuf),
+    /// An input path is unusable.
+    #[error("input {arg}: {problem}")]
+    Input {
+        /// The path as given on the command line.
+        arg: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// Sealing failed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// Opening failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Refused without explicit confirmation.
+    #[error("{0}")]
+    NeedsConfirmation(&'static str),
+}
+
+impl NodeError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> NodeError {
+        let what = what.into();
+        move |source| NodeError::Io { what, source }
+    }
+
+    /// The exit code class for this error.
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            NodeError::Open(e) => match e.class() {
+                FailureClass::Verification => ExitClass::Verification,
+                FailureClass::PinMismatch => ExitClass::PinMismatch,
+                FailureClass::UnknownSender => ExitClass::UnknownSender,
+                FailureClass::Local => ExitClass::Error,
+            },
+            NodeError::ContactKeyMismatch { .. } | NodeError::FingerprintMismatch { .. } => {
+                ExitClass::PinMismatch
+            }
+            NodeError::Card(CardError::BadSignature) => ExitClass::Verification,
+            NodeError::Id(_) | NodeError::NeedsConfirmation(_) => ExitClass::Usage,
+            _ => ExitClass::Error,
+        }
+    }
+}
