@@ -366,3 +366,142 @@ fn map_age_error(e: age::DecryptError) -> OpenError {
         _ => OpenError::Tampered("the file key could not be decrypted".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::CardDetails;
+    use crate::seal::{PartSource, SealRequest, seal};
+    use crate::{BundleId, BundleKind, CountryCode, FacilityKeys, PartyKind, Timestamp};
+    use std::collections::HashMap;
+
+    struct Party {
+        keys: Keyring,
+        card: FacilityCard,
+    }
+
+    fn party(id: &str, cc: &str) -> Party {
+        let keys = FacilityKeys::generate().unwrap();
+        let details = CardDetails {
+            id: FacilityId::parse(id).unwrap(),
+            name: format!("Party {id}"),
+            country: CountryCode::parse(cc).unwrap(),
+            kind: PartyKind::Facility,
+        };
+        let card = FacilityCard::issue(&keys, &details, Timestamp::parse("2026-11-23T09:00:00Z").unwrap(), None, None).unwrap();
+        Party { keys: Keyring::new(keys), card }
+    }
+
+    struct Dir(Vec<FacilityCard>);
+    impl SenderDirectory for Dir {
+        fn sender_card(&self, s: &PartyRef) -> Result<FacilityCard, SenderLookupError> {
+            let c = self.0.iter().find(|c| c.id() == &s.id).ok_or(SenderLookupError::NotAContact)?;
+            if c.key_id() == s.key { Ok(c.clone()) } else { Err(SenderLookupError::KeyMismatch { pinned: c.fingerprint() }) }
+        }
+    }
+
+    #[derive(Default)]
+    struct MemSink(HashMap<String, Vec<u8>>);
+    impl PartSink for MemSink {
+        fn write_part(&mut self, _: usize, path: &PartPath, content: &mut dyn Read) -> io::Result<()> {
+            let mut v = Vec::new();
+            content.read_to_end(&mut v)?;
+            self.0.insert(path.to_string(), v);
+            Ok(())
+        }
+    }
+
+    fn sealed(from: &Party, to: &[&Party], parts: &[(&str, &[u8])]) -> Vec<u8> {
+        let recipients: Vec<FacilityCard> = to.iter().map(|p| p.card.clone()).collect();
+        let req = SealRequest {
+            sender: &from.card,
+            keys: from.keys.current(),
+            recipients: &recipients,
+            bundle_id: BundleId::random().unwrap(),
+            kind: BundleKind::Record,
+            subject: Some("subject".into()),
+            thread: None,
+            patient: Some("MRN-1".into()),
+            created_at: Timestamp::parse("2026-11-23T10:00:00Z").unwrap(),
+        };
+        let sources: Vec<PartSource> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, (p, d))| PartSource { path: PartPath::parse(p, i).unwrap(), media_type: "application/octet-stream".into(), length: d.len() as u64 })
+            .collect();
+        seal(&req, &sources, |i| Ok(parts[i].1), Vec::new()).unwrap().1
+    }
+
+    #[test]
+    fn recipients_and_sender_open_others_cannot() {
+        let (a, b, c, d) = (party("us-a", "US"), party("th-b", "TH"), party("in-c", "IN"), party("mx-d", "MX"));
+        let big = vec![0x5au8; 300_000];
+        let bundle = sealed(&a, &[&b, &c], &[("x/summary.json", b"{}"), ("x/scan.dcm", &big)]);
+        let dir = Dir(vec![a.card.clone(), b.card.clone(), c.card.clone()]);
+        for reader in [&b, &c, &a] {
+            let v = verify(&bundle[..], &reader.keys, reader.card.id(), &dir).unwrap();
+            let mut sink = MemSink::default();
+            extract(&bundle[..], &reader.keys, &v, &mut sink).unwrap();
+            assert_eq!(sink.0["x/scan.dcm"], big);
+            assert_eq!(sink.0["x/summary.json"], b"{}");
+        }
+        assert!(matches!(verify(&bundle[..], &d.keys, d.card.id(), &dir), Err(OpenError::NotForMe)));
+    }
+
+    #[test]
+    fn every_flipped_region_and_truncation_fails_verification() {
+        let (a, b) = (party("us-a", "US"), party("th-b", "TH"));
+        let bundle = sealed(&a, &[&b], &[("p.bin", &vec![1u8; 200_000])]);
+        let dir = Dir(vec![a.card.clone()]);
+        for pos in [30, 120, bundle.len() / 3, bundle.len() / 2, bundle.len() - 40, bundle.len() - 1] {
+            let mut t = bundle.clone();
+            t[pos] ^= 0x20;
+            let e = verify(&t[..], &b.keys, b.card.id(), &dir).unwrap_err();
+            assert_eq!(e.class(), FailureClass::Verification, "flip at {pos}: {e}");
+        }
+        for cut in [10, 200, bundle.len() / 2, bundle.len() - 17, bundle.len() - 1] {
+            let e = verify(&bundle[..cut], &b.keys, b.card.id(), &dir).unwrap_err();
+            assert_eq!(e.class(), FailureClass::Verification, "cut at {cut}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_sender_and_key_mismatch() {
+        let (a, b) = (party("us-a", "US"), party("th-b", "TH"));
+        let bundle = sealed(&a, &[&b], &[("p", b"x")]);
+        assert!(matches!(verify(&bundle[..], &b.keys, b.card.id(), &Dir(vec![])), Err(OpenError::UnknownSender(_))));
+        let impostor = party("us-a", "US");
+        let e = verify(&bundle[..], &b.keys, b.card.id(), &Dir(vec![impostor.card])).unwrap_err();
+        assert!(matches!(e, OpenError::SenderKeyMismatch { .. }));
+        assert_eq!(e.class(), FailureClass::PinMismatch);
+    }
+
+    #[test]
+    fn forwarded_bundle_is_not_for_the_third_party() {
+        // b decrypts a's bundle and re-encrypts the same plaintext to c.
+        let (a, b, c) = (party("us-a", "US"), party("th-b", "TH"), party("in-c", "IN"));
+        let bundle = sealed(&a, &[&b], &[("p", b"secret")]);
+        let d = age::Decryptor::new(&bundle[..]).unwrap();
+        let mut plain = Vec::new();
+        d.decrypt(std::iter::once(b.keys.current().age_identity() as &dyn age::Identity)).unwrap().read_to_end(&mut plain).unwrap();
+        let to_c = c.card.age_recipient_key();
+        let enc = age::Encryptor::with_recipients(std::iter::once(&to_c as &dyn age::Recipient)).unwrap();
+        let mut forwarded = Vec::new();
+        let mut w = enc.wrap_output(&mut forwarded).unwrap();
+        io::Write::write_all(&mut w, &plain).unwrap();
+        w.finish().unwrap();
+        let e = verify(&forwarded[..], &c.keys, c.card.id(), &Dir(vec![a.card.clone()])).unwrap_err();
+        assert!(matches!(e, OpenError::NotListedRecipient), "{e}");
+    }
+
+    #[test]
+    fn oversized_header_is_refused_before_parsing() {
+        let mut fake = b"age-encryption.org/v1\n".to_vec();
+        while fake.len() <= MAX_AGE_HEADER_BYTES + 10 {
+            fake.extend_from_slice(b"-> X25519 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
+        }
+        let p = party("th-b", "TH");
+        assert!(matches!(verify(&fake[..], &p.keys, p.card.id(), &Dir(vec![])), Err(OpenError::HeaderTooLarge)));
+        assert!(matches!(verify(&b"hello"[..], &p.keys, p.card.id(), &Dir(vec![])), Err(OpenError::NotABundle)));
+    }
+}
