@@ -241,6 +241,19 @@ pub(crate) fn read_container<R: Read>(
     })
 }
 
+/// Reads a plaintext container from `data`, discarding parts: the fuzzing entry point for
+/// the container reader (crates/fuzz). Returns whether the container was accepted.
+#[doc(hidden)]
+pub fn fuzz_read_container(data: &[u8]) -> bool {
+    struct Discard;
+    impl PartVisitor for Discard {
+        fn visit(&mut self, _: usize, _: &PartPath, content: &mut dyn Read) -> Result<(), ContainerError> {
+            copy_part(content, &mut io::sink()).map(|_| ())
+        }
+    }
+    read_container(data, &mut Discard).is_ok()
+}
+
 /// Copies `content` into `out`, telling a failure to read the bundle (tampering,
 /// truncation) apart from a failure to write the part (disk full, permissions).
 pub(crate) fn copy_part<W: Write + ?Sized>(
