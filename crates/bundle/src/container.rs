@@ -247,7 +247,12 @@ pub(crate) fn read_container<R: Read>(
 pub fn fuzz_read_container(data: &[u8]) -> bool {
     struct Discard;
     impl PartVisitor for Discard {
-        fn visit(&mut self, _: usize, _: &PartPath, content: &mut dyn Read) -> Result<(), ContainerError> {
+        fn visit(
+            &mut self,
+            _: usize,
+            _: &PartPath,
+            content: &mut dyn Read,
+        ) -> Result<(), ContainerError> {
             copy_part(content, &mut io::sink()).map(|_| ())
         }
     }

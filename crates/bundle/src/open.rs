@@ -13,7 +13,7 @@
 //!
 //! The second pass re-checks every hash, so a file swapped between the passes is caught.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 use crate::card::FacilityCard;
 use crate::container::{ContainerError, PartVisitor, copy_part, read_container};
@@ -299,12 +299,12 @@ impl Read for ReadErrorTracker<'_> {
 
 /// Reads the bounded age header, decrypts with every key of `keyring`, reads the container.
 fn decrypt_and_read<R: Read>(
-    input: R,
+    mut input: R,
     keyring: &Keyring,
     visitor: &mut dyn PartVisitor,
 ) -> Result<crate::container::ContainerContents, OpenError> {
-    let mut input = BufReader::with_capacity(MAX_AGE_HEADER_BYTES + 1024, input);
-    check_header_bounded(&mut input)?;
+    let header = read_bounded_header(&mut input)?;
+    let input = BufReader::with_capacity(IO_BUFFER, io::Cursor::new(header).chain(input));
     let decryptor = age::Decryptor::new_buffered(input).map_err(map_age_error)?;
     if decryptor.is_scrypt() {
         return Err(OpenError::NotABundle);
@@ -316,7 +316,7 @@ fn decrypt_and_read<R: Read>(
     let stream = decryptor
         .decrypt(identities.into_iter())
         .map_err(map_age_error)?;
-    let contents = read_container(stream, visitor).map_err(|e| match e {
+    read_container(stream, visitor).map_err(|e| match e {
         ContainerError::Visit(e) => OpenError::Sink(e),
         ContainerError::Read(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
             OpenError::Tampered("the bundle is truncated".into())
@@ -329,26 +329,51 @@ fn decrypt_and_read<R: Read>(
         }
         ContainerError::BadPath(m) => OpenError::Manifest(m),
         other => OpenError::Tampered(other.to_string()),
-    })?;
-    Ok(contents)
+    })
 }
 
-/// Refuses an age header longer than [`MAX_AGE_HEADER_BYTES`] before age parses it.
-fn check_header_bounded<R: BufRead>(input: &mut R) -> Result<(), OpenError> {
-    let buf = input.fill_buf().map_err(OpenError::Io)?;
-    if !buf.starts_with(b"age-encryption.org/") {
-        return Err(if buf.is_empty() || !buf.starts_with(b"age") {
-            OpenError::NotABundle
-        } else {
-            OpenError::UnknownFormat
-        });
+const IO_BUFFER: usize = 64 * 1024;
+
+/// Reads the age header (through the `---` MAC line) into memory, refusing one longer than
+/// [`MAX_AGE_HEADER_BYTES`] before age parses it. Bytes after the header are kept too.
+fn read_bounded_header<R: Read>(input: &mut R) -> Result<Vec<u8>, OpenError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(mac_at) = find(&buf, b"\n--- ") {
+            if buf[mac_at + 1..].contains(&b'\n') {
+                return Ok(buf);
+            }
+        }
+        if buf.len() > MAX_AGE_HEADER_BYTES {
+            return Err(OpenError::HeaderTooLarge);
+        }
+        let n = match input.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(OpenError::Io(e)),
+        };
+        if n == 0 {
+            return if buf.starts_with(b"age-encryption.org/v1\n") {
+                Err(OpenError::Tampered(
+                    "the bundle is truncated inside its header".into(),
+                ))
+            } else if buf.starts_with(b"age-encryption.org/") {
+                Err(OpenError::UnknownFormat)
+            } else {
+                Err(OpenError::NotABundle)
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let prefix = &buf[..buf.len().min(19)];
+        if !b"age-encryption.org/".starts_with(prefix) {
+            return Err(OpenError::NotABundle);
+        }
     }
-    let window = &buf[..buf.len().min(MAX_AGE_HEADER_BYTES)];
-    let has_mac_line = window.windows(5).any(|w| w == b"\n--- ");
-    if !has_mac_line && buf.len() >= MAX_AGE_HEADER_BYTES {
-        return Err(OpenError::HeaderTooLarge);
-    }
-    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn map_age_error(e: age::DecryptError) -> OpenError {
@@ -388,22 +413,47 @@ mod tests {
             country: CountryCode::parse(cc).unwrap(),
             kind: PartyKind::Facility,
         };
-        let card = FacilityCard::issue(&keys, &details, Timestamp::parse("2026-11-23T09:00:00Z").unwrap(), None, None).unwrap();
-        Party { keys: Keyring::new(keys), card }
+        let card = FacilityCard::issue(
+            &keys,
+            &details,
+            Timestamp::parse("2026-11-23T09:00:00Z").unwrap(),
+            None,
+            None,
+        )
+        .unwrap();
+        Party {
+            keys: Keyring::new(keys),
+            card,
+        }
     }
 
     struct Dir(Vec<FacilityCard>);
     impl SenderDirectory for Dir {
         fn sender_card(&self, s: &PartyRef) -> Result<FacilityCard, SenderLookupError> {
-            let c = self.0.iter().find(|c| c.id() == &s.id).ok_or(SenderLookupError::NotAContact)?;
-            if c.key_id() == s.key { Ok(c.clone()) } else { Err(SenderLookupError::KeyMismatch { pinned: c.fingerprint() }) }
+            let c = self
+                .0
+                .iter()
+                .find(|c| c.id() == &s.id)
+                .ok_or(SenderLookupError::NotAContact)?;
+            if c.key_id() == s.key {
+                Ok(c.clone())
+            } else {
+                Err(SenderLookupError::KeyMismatch {
+                    pinned: c.fingerprint(),
+                })
+            }
         }
     }
 
     #[derive(Default)]
     struct MemSink(HashMap<String, Vec<u8>>);
     impl PartSink for MemSink {
-        fn write_part(&mut self, _: usize, path: &PartPath, content: &mut dyn Read) -> io::Result<()> {
+        fn write_part(
+            &mut self,
+            _: usize,
+            path: &PartPath,
+            content: &mut dyn Read,
+        ) -> io::Result<()> {
             let mut v = Vec::new();
             content.read_to_end(&mut v)?;
             self.0.insert(path.to_string(), v);
@@ -427,16 +477,31 @@ mod tests {
         let sources: Vec<PartSource> = parts
             .iter()
             .enumerate()
-            .map(|(i, (p, d))| PartSource { path: PartPath::parse(p, i).unwrap(), media_type: "application/octet-stream".into(), length: d.len() as u64 })
+            .map(|(i, (p, d))| PartSource {
+                path: PartPath::parse(p, i).unwrap(),
+                media_type: "application/octet-stream".into(),
+                length: d.len() as u64,
+            })
             .collect();
-        seal(&req, &sources, |i| Ok(parts[i].1), Vec::new()).unwrap().1
+        seal(&req, &sources, |i| Ok(parts[i].1), Vec::new())
+            .unwrap()
+            .1
     }
 
     #[test]
     fn recipients_and_sender_open_others_cannot() {
-        let (a, b, c, d) = (party("us-a", "US"), party("th-b", "TH"), party("in-c", "IN"), party("mx-d", "MX"));
+        let (a, b, c, d) = (
+            party("us-a", "US"),
+            party("th-b", "TH"),
+            party("in-c", "IN"),
+            party("mx-d", "MX"),
+        );
         let big = vec![0x5au8; 300_000];
-        let bundle = sealed(&a, &[&b, &c], &[("x/summary.json", b"{}"), ("x/scan.dcm", &big)]);
+        let bundle = sealed(
+            &a,
+            &[&b, &c],
+            &[("x/summary.json", b"{}"), ("x/scan.dcm", &big)],
+        );
         let dir = Dir(vec![a.card.clone(), b.card.clone(), c.card.clone()]);
         for reader in [&b, &c, &a] {
             let v = verify(&bundle[..], &reader.keys, reader.card.id(), &dir).unwrap();
@@ -445,7 +510,10 @@ mod tests {
             assert_eq!(sink.0["x/scan.dcm"], big);
             assert_eq!(sink.0["x/summary.json"], b"{}");
         }
-        assert!(matches!(verify(&bundle[..], &d.keys, d.card.id(), &dir), Err(OpenError::NotForMe)));
+        assert!(matches!(
+            verify(&bundle[..], &d.keys, d.card.id(), &dir),
+            Err(OpenError::NotForMe)
+        ));
     }
 
     #[test]
@@ -453,13 +521,26 @@ mod tests {
         let (a, b) = (party("us-a", "US"), party("th-b", "TH"));
         let bundle = sealed(&a, &[&b], &[("p.bin", &vec![1u8; 200_000])]);
         let dir = Dir(vec![a.card.clone()]);
-        for pos in [30, 120, bundle.len() / 3, bundle.len() / 2, bundle.len() - 40, bundle.len() - 1] {
+        for pos in [
+            30,
+            120,
+            bundle.len() / 3,
+            bundle.len() / 2,
+            bundle.len() - 40,
+            bundle.len() - 1,
+        ] {
             let mut t = bundle.clone();
             t[pos] ^= 0x20;
             let e = verify(&t[..], &b.keys, b.card.id(), &dir).unwrap_err();
             assert_eq!(e.class(), FailureClass::Verification, "flip at {pos}: {e}");
         }
-        for cut in [10, 200, bundle.len() / 2, bundle.len() - 17, bundle.len() - 1] {
+        for cut in [
+            10,
+            200,
+            bundle.len() / 2,
+            bundle.len() - 17,
+            bundle.len() - 1,
+        ] {
             let e = verify(&bundle[..cut], &b.keys, b.card.id(), &dir).unwrap_err();
             assert_eq!(e.class(), FailureClass::Verification, "cut at {cut}: {e}");
         }
@@ -469,7 +550,10 @@ mod tests {
     fn unknown_sender_and_key_mismatch() {
         let (a, b) = (party("us-a", "US"), party("th-b", "TH"));
         let bundle = sealed(&a, &[&b], &[("p", b"x")]);
-        assert!(matches!(verify(&bundle[..], &b.keys, b.card.id(), &Dir(vec![])), Err(OpenError::UnknownSender(_))));
+        assert!(matches!(
+            verify(&bundle[..], &b.keys, b.card.id(), &Dir(vec![])),
+            Err(OpenError::UnknownSender(_))
+        ));
         let impostor = party("us-a", "US");
         let e = verify(&bundle[..], &b.keys, b.card.id(), &Dir(vec![impostor.card])).unwrap_err();
         assert!(matches!(e, OpenError::SenderKeyMismatch { .. }));
@@ -479,18 +563,34 @@ mod tests {
     #[test]
     fn forwarded_bundle_is_not_for_the_third_party() {
         // b decrypts a's bundle and re-encrypts the same plaintext to c.
-        let (a, b, c) = (party("us-a", "US"), party("th-b", "TH"), party("in-c", "IN"));
+        let (a, b, c) = (
+            party("us-a", "US"),
+            party("th-b", "TH"),
+            party("in-c", "IN"),
+        );
         let bundle = sealed(&a, &[&b], &[("p", b"secret")]);
         let d = age::Decryptor::new(&bundle[..]).unwrap();
         let mut plain = Vec::new();
-        d.decrypt(std::iter::once(b.keys.current().age_identity() as &dyn age::Identity)).unwrap().read_to_end(&mut plain).unwrap();
+        d.decrypt(std::iter::once(
+            b.keys.current().age_identity() as &dyn age::Identity
+        ))
+        .unwrap()
+        .read_to_end(&mut plain)
+        .unwrap();
         let to_c = c.card.age_recipient_key();
-        let enc = age::Encryptor::with_recipients(std::iter::once(&to_c as &dyn age::Recipient)).unwrap();
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(&to_c as &dyn age::Recipient)).unwrap();
         let mut forwarded = Vec::new();
         let mut w = enc.wrap_output(&mut forwarded).unwrap();
         io::Write::write_all(&mut w, &plain).unwrap();
         w.finish().unwrap();
-        let e = verify(&forwarded[..], &c.keys, c.card.id(), &Dir(vec![a.card.clone()])).unwrap_err();
+        let e = verify(
+            &forwarded[..],
+            &c.keys,
+            c.card.id(),
+            &Dir(vec![a.card.clone()]),
+        )
+        .unwrap_err();
         assert!(matches!(e, OpenError::NotListedRecipient), "{e}");
     }
 
@@ -501,7 +601,13 @@ mod tests {
             fake.extend_from_slice(b"-> X25519 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
         }
         let p = party("th-b", "TH");
-        assert!(matches!(verify(&fake[..], &p.keys, p.card.id(), &Dir(vec![])), Err(OpenError::HeaderTooLarge)));
-        assert!(matches!(verify(&b"hello"[..], &p.keys, p.card.id(), &Dir(vec![])), Err(OpenError::NotABundle)));
+        assert!(matches!(
+            verify(&fake[..], &p.keys, p.card.id(), &Dir(vec![])),
+            Err(OpenError::HeaderTooLarge)
+        ));
+        assert!(matches!(
+            verify(&b"hello"[..], &p.keys, p.card.id(), &Dir(vec![])),
+            Err(OpenError::NotABundle)
+        ));
     }
 }
