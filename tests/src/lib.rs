@@ -57,6 +57,11 @@ pub fn workspace_root() -> PathBuf {
 /// Panics with instructions if the binary does not exist: `cargo test -p dossier-tests`
 /// does not build other packages' binaries, so run `cargo build -p dossier` first.
 pub fn dossier_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(locate_dossier_bin).clone()
+}
+
+fn locate_dossier_bin() -> PathBuf {
     if let Some(p) = std::env::var_os(DOSSIER_BIN_ENV).filter(|v| !v.is_empty()) {
         let p = PathBuf::from(p);
         assert!(
@@ -67,7 +72,9 @@ pub fn dossier_bin() -> PathBuf {
         return p;
     }
     let exe = std::env::current_exe().expect("the test executable's own path");
-    let deps = exe.parent().expect("the test executable lives in a directory");
+    let deps = exe
+        .parent()
+        .expect("the test executable lives in a directory");
     let profile_dir = if deps.file_name() == Some(OsStr::new("deps")) {
         deps.parent().expect("deps/ has a parent")
     } else {
@@ -77,11 +84,48 @@ pub fn dossier_bin() -> PathBuf {
     assert!(
         bin.is_file(),
         "the dossier binary was not found at {}.\n\
-         Build it first with `cargo build -p dossier` (the end-to-end tests drive the real binary), \
-         or point ${DOSSIER_BIN_ENV} at it.",
+         Build it first with `cargo build -p dossier` (the end-to-end tests drive the real binary; \
+         `cargo test` alone does not build another package's binary), or point ${DOSSIER_BIN_ENV} at it.",
         bin.display()
     );
+    if let Some(newer) = source_newer_than(&bin) {
+        panic!(
+            "the dossier binary at {} is older than {}: the tests would exercise stale code.\n\
+             Rebuild it with `cargo build -p dossier` (or set ${DOSSIER_BIN_ENV} to skip this check).",
+            bin.display(),
+            newer.display()
+        );
+    }
     bin
+}
+
+/// A source file of the binary (cli/, crates/bundle, crates/node) modified after `bin`.
+fn source_newer_than(bin: &Path) -> Option<PathBuf> {
+    fn newest(path: &Path, best: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        let Ok(meta) = fs::metadata(path) else { return };
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(path) {
+                for e in entries.flatten() {
+                    newest(&e.path(), best);
+                }
+            }
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
+            if let Ok(m) = meta.modified() {
+                if best.as_ref().is_none_or(|(t, _)| m > *t) {
+                    *best = Some((m, path.to_path_buf()));
+                }
+            }
+        }
+    }
+    let built = fs::metadata(bin).and_then(|m| m.modified()).ok()?;
+    let root = workspace_root();
+    let mut best = None;
+    for dir in ["cli", "crates/bundle", "crates/node"] {
+        for sub in ["src", "Cargo.toml", "build.rs"] {
+            newest(&root.join(dir).join(sub), &mut best);
+        }
+    }
+    best.filter(|(t, _)| *t > built).map(|(_, p)| p)
 }
 
 /// Directory holding the shared FHIR samples: `$DOSSIER_SAMPLE_DIR` if set, else
@@ -316,10 +360,7 @@ impl Outcome {
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON document ({e})\n{}",
-                self.describe()
-            )
+            panic!("stdout is not one JSON document ({e})\n{}", self.describe())
         })
     }
 }
@@ -551,12 +592,18 @@ impl Node {
     /// success.
     pub fn pin(&self, other: &Node, verified: bool) {
         let card = other.export_card();
+        let fp = verified.then(|| other.fingerprint());
+        self.add_card(&card, fp.as_deref()).ok();
+    }
+
+    /// `contacts add CARD [--verified FP]` (no assertion).
+    pub fn add_card(&self, card: &Path, verified: Option<&str>) -> Outcome {
         let mut args: Vec<OsString> = vec!["contacts".into(), "add".into(), card.into()];
-        if verified {
+        if let Some(fp) = verified {
             args.push("--verified".into());
-            args.push(other.fingerprint().into());
+            args.push(fp.into());
         }
-        self.run(&args).ok();
+        self.run(&args)
     }
 
     /// Pins each other and confirms fingerprints both ways.
@@ -581,7 +628,13 @@ impl Node {
     }
 
     /// Like [`Node::seal`] without asserting anything.
-    pub fn seal_outcome(&self, to: &[&str], extra: &[&str], out: &Path, inputs: &[&Path]) -> Outcome {
+    pub fn seal_outcome(
+        &self,
+        to: &[&str],
+        extra: &[&str],
+        out: &Path,
+        inputs: &[&Path],
+    ) -> Outcome {
         let mut args: Vec<OsString> = vec!["seal".into()];
         for id in to {
             args.push("--to".into());
@@ -787,4 +840,51 @@ pub fn protected_strings(records_dir_name: &'static str) -> Vec<&'static str> {
         SCAN_NAME,
         records_dir_name,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudo_random_bytes_are_deterministic_and_seed_dependent() {
+        assert_eq!(pseudo_random_bytes(1, 1000), pseudo_random_bytes(1, 1000));
+        assert_ne!(pseudo_random_bytes(1, 1000), pseudo_random_bytes(2, 1000));
+        assert_eq!(pseudo_random_bytes(1, 13).len(), 13);
+        assert_eq!(
+            &pseudo_random_bytes(1, 1000)[..13],
+            &pseudo_random_bytes(1, 13)[..]
+        );
+        // Not trivially compressible: every byte value shows up in 64 KiB.
+        let data = pseudo_random_bytes(3, 64 * 1024);
+        let mut seen = [false; 256];
+        data.iter().for_each(|b| seen[*b as usize] = true);
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn tree_digests_lists_nested_files_with_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&dir.path().join("a/b/c.bin"), b"abc");
+        write_file(&dir.path().join("top.txt"), b"");
+        let t = tree_digests(dir.path());
+        assert_eq!(t.len(), 2);
+        assert_eq!(t["a/b/c.bin"], sha256_hex(b"abc"));
+        assert_eq!(
+            t["top.txt"],
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn nothing_released_accepts_absent_or_empty_and_rejects_content() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_nothing_released(&dir.path().join("absent"));
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        assert_nothing_released(&empty);
+        write_file(&empty.join("leak"), b"x");
+        let r = std::panic::catch_unwind(|| assert_nothing_released(&empty));
+        assert!(r.is_err(), "a file in the output directory is detected");
+    }
 }

@@ -65,6 +65,9 @@ fn check_opened(
         "exactly the sealed files, byte-identical"
     );
     assert_eq!(mode_of(out_dir), 0o700, "the output directory is private");
+    for sub in [RECORDS.to_owned(), format!("{RECORDS}/imaging")] {
+        assert_eq!(mode_of(&out_dir.join(&sub)), 0o700, "{sub}/ is private");
+    }
 }
 
 #[test]
@@ -112,7 +115,10 @@ fn ips_and_imaging_reach_clinic_patient_and_sender_byte_identical() {
             "{s:?} appears in clear in the bundle file"
         );
     }
-    assert!(!contains_bytes(&cipher, &ips[100..164]), "IPS bytes in clear");
+    assert!(
+        !contains_bytes(&cipher, &ips[100..164]),
+        "IPS bytes in clear"
+    );
     assert!(!contains_bytes(&cipher, b"resourceType"));
 
     let coordinator_fp = coordinator.fingerprint();

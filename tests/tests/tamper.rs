@@ -3,7 +3,7 @@
 //! names no subject, patient reference or part file name.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dossier_tests::*;
 
@@ -47,6 +47,11 @@ impl Setup {
 
     /// Writes `bytes` as a bundle file, has `node` open it, and checks the refusal.
     fn assert_refused(&self, node: &Node, bytes: &[u8], what: &str) {
+        self.assert_refused_because(node, bytes, what, "");
+    }
+
+    /// Like [`Setup::assert_refused`], also checking the error names `reason`.
+    fn assert_refused_because(&self, node: &Node, bytes: &[u8], what: &str, reason: &str) {
         let file = self.lab.fresh_path("damaged");
         fs::write(&file, bytes).unwrap();
         let out = self.lab.fresh_path("out");
@@ -57,8 +62,22 @@ impl Setup {
             "{what}: expected exit 3\n{}",
             o.describe()
         );
-        assert!(!o.stderr.trim().is_empty(), "{what}: says why\n{}", o.describe());
-        assert!(o.stdout.trim().is_empty(), "{what}: no JSON success document\n{}", o.describe());
+        // With --json the error is one JSON document on stderr.
+        let err: serde_json::Value = serde_json::from_str(o.stderr.trim()).unwrap_or_else(|e| {
+            panic!("{what}: stderr is not a JSON error ({e})\n{}", o.describe())
+        });
+        assert_eq!(err["exit_code"], EXIT_VERIFICATION, "{what}");
+        let message = err["error"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty() && message.contains(reason),
+            "{what}: the error should say {reason:?}\n{}",
+            o.describe()
+        );
+        assert!(
+            o.stdout.trim().is_empty(),
+            "{what}: no JSON success document\n{}",
+            o.describe()
+        );
         assert_nothing_released(&out);
         assert_no_phi(&o, &protected_strings(RECORDS));
     }
@@ -194,34 +213,38 @@ fn swapped_or_flipped_signatures_and_edited_contents_are_refused() {
 
     let mut swapped = first_tar.clone();
     swapped[sig_at].data = second_tar[sig_at].data.clone();
-    s.assert_refused(
+    s.assert_refused_because(
         &s.clinic,
         &age_encrypt(&clinic_recipient, &write_tar(&swapped)),
         "signature of another bundle by the same sender",
+        "signature does not verify",
     );
 
     let mut flipped = first_tar.clone();
     flipped[sig_at].data[17] ^= 0x80;
-    s.assert_refused(
+    s.assert_refused_because(
         &s.clinic,
         &age_encrypt(&clinic_recipient, &write_tar(&flipped)),
         "flipped signature",
+        "signature does not verify",
     );
 
     let mut manifest_swapped = first_tar.clone();
     manifest_swapped[manifest_at].data = second_tar[manifest_at].data.clone();
-    s.assert_refused(
+    s.assert_refused_because(
         &s.clinic,
         &age_encrypt(&clinic_recipient, &write_tar(&manifest_swapped)),
         "manifest of another bundle with this bundle's signature",
+        "signature does not verify",
     );
 
     let mut edited_part = first_tar.clone();
     edited_part[0].data[1000] ^= 0x01;
-    s.assert_refused(
+    s.assert_refused_because(
         &s.clinic,
         &age_encrypt(&clinic_recipient, &write_tar(&edited_part)),
         "one byte of a part changed, manifest and signature kept",
+        "does not match its signed manifest entry",
     );
 
     let mut edited_manifest = first_tar.clone();
@@ -230,35 +253,39 @@ fn swapped_or_flipped_signatures_and_edited_contents_are_refused() {
     edited_manifest[manifest_at].data = text
         .replace(PHI.subject, "Left knee arthroplasty workup zq82")
         .into_bytes();
-    s.assert_refused(
+    s.assert_refused_because(
         &s.clinic,
         &age_encrypt(&clinic_recipient, &write_tar(&edited_manifest)),
         "subject edited in the signed manifest",
+        "signature does not verify",
     );
 
     let mut dropped = first_tar.clone();
     dropped.remove(1);
-    s.assert_refused(
+    s.assert_refused_because(
         &s.clinic,
         &age_encrypt(&clinic_recipient, &write_tar(&dropped)),
         "a part removed",
+        "manifest lists 2 parts",
     );
 
     let mut unsigned = first_tar.clone();
     unsigned.truncate(3);
-    s.assert_refused(
+    s.assert_refused_because(
         &s.clinic,
         &age_encrypt(&clinic_recipient, &write_tar(&unsigned)),
         "signature entry removed",
+        "no signature",
     );
 
     // Surreptitious forwarding: the clinic re-encrypts the intact container to the
     // stranger. It decrypts there, but the signed recipient list does not name it.
     let stranger_key = read_age_identities(&stranger.export_age_identity()).remove(0);
-    s.assert_refused(
+    s.assert_refused_because(
         &stranger,
         &age_encrypt(&stranger_key.to_public(), &write_tar(&first_tar)),
         "container forwarded to a non-recipient",
+        "does not name this node",
     );
 }
 
@@ -272,7 +299,11 @@ fn a_bundle_sealed_for_someone_else_is_refused_even_with_a_copy_of_the_file() {
     s.coordinator
         .seal(&[PATIENT_ID], &PHI.seal_args(), &bundle, &[&s.records]);
     // The clinic is the coordinator's contact, but this bundle is only for the patient.
-    s.assert_refused(&s.clinic, &fs::read(&bundle).unwrap(), "bundle for the patient");
+    s.assert_refused(
+        &s.clinic,
+        &fs::read(&bundle).unwrap(),
+        "bundle for the patient",
+    );
     // A file that is not a bundle at all is refused too.
     s.assert_refused(
         &s.clinic,
@@ -283,6 +314,3 @@ fn a_bundle_sealed_for_someone_else_is_refused_even_with_a_copy_of_the_file() {
     patient.open(&bundle, &opened).ok();
     assert_eq!(tree_digests(&opened), tree_digests(&s.outgoing));
 }
-
-#[allow(dead_code)]
-fn _assert_path(_: &Path) {}

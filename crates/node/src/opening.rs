@@ -93,6 +93,16 @@ pub fn open_file(
 }
 
 fn check_output_dir(out_dir: &Path) -> Result<(), NodeError> {
+    let parent = parent_of(out_dir);
+    if !parent.is_dir() {
+        return Err(NodeError::Input {
+            arg: out_dir.to_path_buf(),
+            problem: format!(
+                "its parent directory {} does not exist; create it first",
+                parent.display()
+            ),
+        });
+    }
     match fs::read_dir(out_dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {

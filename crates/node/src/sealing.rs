@@ -178,6 +178,9 @@ pub fn seal_to_file(
         return Err(NodeError::OutputExists(out.to_path_buf()));
     }
     let me = crate::identity::my_card(home)?;
+    if opts.to.contains(me.id()) {
+        return Err(SealError::SelfAsRecipient(me.id().clone()).into());
+    }
     let book = ContactBook::load(home)?;
     let recipients = recipient_cards(&book, &opts.to)?;
     let plan = plan_parts(inputs)?;

@@ -15,6 +15,9 @@
 //! dossier fsyncs its output before renaming it into place; age and rage do not — that cost
 //! is included in dossier's figures on purpose, because it is what a user gets.
 
+// A benchmark reports on stdout by design.
+#![allow(clippy::print_stdout)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,16 +36,28 @@ fn main() {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--sizes" => sizes = it.next().map(|s| parse_sizes(s)).unwrap_or_else(|| usage("--sizes needs a value")),
+            "--sizes" => {
+                sizes = it
+                    .next()
+                    .map(|s| parse_sizes(s))
+                    .unwrap_or_else(|| usage("--sizes needs a value"))
+            }
             "--work" => work = it.next().map(PathBuf::from),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    let bin_dir = std::env::current_exe().expect("own path").parent().expect("bin dir").to_path_buf();
+    let bin_dir = std::env::current_exe()
+        .expect("own path")
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
     let dossier = bin_dir.join("dossier");
     if !dossier.exists() {
-        usage(&format!("{} not found: run `cargo build --release -p dossier -p dossier-tests` first", dossier.display()));
+        usage(&format!(
+            "{} not found: run `cargo build --release -p dossier -p dossier-tests` first",
+            dossier.display()
+        ));
     }
     let tmp = match &work {
         Some(w) => tempfile::tempdir_in(w),
@@ -54,39 +69,116 @@ fn main() {
 
     let sender = root.join("sender");
     let recipient = root.join("recipient");
-    run_ok(&dossier, &sender, &["init", "--id", "us-bench-sender", "--name", "Bench Sender", "--country", "US"]);
-    run_ok(&dossier, &recipient, &["init", "--id", "th-bench-recipient", "--name", "Bench Recipient", "--country", "TH"]);
+    run_ok(
+        &dossier,
+        &sender,
+        &[
+            "init",
+            "--id",
+            "us-bench-sender",
+            "--name",
+            "Bench Sender",
+            "--country",
+            "US",
+        ],
+    );
+    run_ok(
+        &dossier,
+        &recipient,
+        &[
+            "init",
+            "--id",
+            "th-bench-recipient",
+            "--name",
+            "Bench Recipient",
+            "--country",
+            "TH",
+        ],
+    );
     for (me, other) in [(&sender, &recipient), (&recipient, &sender)] {
         let card = root.join("card.tmp");
         let _ = std::fs::remove_file(&card);
-        run_ok(&dossier, other, &["card", "-o", card.to_str().expect("utf8")]);
-        run_ok(&dossier, me, &["contacts", "add", card.to_str().expect("utf8")]);
+        run_ok(
+            &dossier,
+            other,
+            &["card", "-o", card.to_str().expect("utf8")],
+        );
+        run_ok(
+            &dossier,
+            me,
+            &["contacts", "add", card.to_str().expect("utf8")],
+        );
     }
     let age_id = root.join("recipient-age-identity.txt");
-    run_ok(&dossier, &recipient, &["key", "export-age", "--yes", "-o", age_id.to_str().expect("utf8")]);
+    run_ok(
+        &dossier,
+        &recipient,
+        &[
+            "key",
+            "export-age",
+            "--yes",
+            "-o",
+            age_id.to_str().expect("utf8"),
+        ],
+    );
     let age_recipient = age_recipient_of(&age_id);
 
-    println!("# dossier-bench on {} ({} cores)", cpu_model(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!("# peers: age {} | rage {}", peers.age_version(), peers.rage_version());
-    println!("{:<8} {:<22} {:>10} {:>10} {:>12}", "size", "operation", "seconds", "MB/s", "peak RSS MiB");
+    println!(
+        "# dossier-bench on {} ({} cores)",
+        cpu_model(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "# peers: age {} | rage {}",
+        peers.age_version(),
+        peers.rage_version()
+    );
+    println!(
+        "{:<8} {:<22} {:>10} {:>10} {:>12}",
+        "size", "operation", "seconds", "MB/s", "peak RSS MiB"
+    );
 
     for size in sizes {
         let input = root.join(format!("input-{size}.bin"));
         write_pseudo_random(&input, size);
         let label = human(size);
         let report = |name: &str, m: Measurement| {
-            println!("{:<8} {:<22} {:>10.3} {:>10.1} {:>12.1}", label, name, m.seconds, size as f64 / 1e6 / m.seconds, m.max_rss_kib as f64 / 1024.0);
+            println!(
+                "{:<8} {:<22} {:>10.3} {:>10.1} {:>12.1}",
+                label,
+                name,
+                m.seconds,
+                size as f64 / 1e6 / m.seconds,
+                m.max_rss_kib as f64 / 1024.0
+            );
             m
         };
         let sealed = root.join("bundle.dossier");
         let seal = report(
             "dossier seal",
-            measure(Command::new(&dossier).env("DOSSIER_HOME", &sender).env("DOSSIER_PASSPHRASE", PASSPHRASE).args(["seal", "--to", "th-bench-recipient", "-o"]).arg(&sealed).arg(&input)),
+            measure(
+                Command::new(&dossier)
+                    .env("DOSSIER_HOME", &sender)
+                    .env("DOSSIER_PASSPHRASE", PASSPHRASE)
+                    .args(["seal", "--to", "th-bench-recipient", "-o"])
+                    .arg(&sealed)
+                    .arg(&input),
+            ),
         );
         let opened = root.join("opened");
         let open = report(
             "dossier open",
-            measure(Command::new(&dossier).env("DOSSIER_HOME", &recipient).env("DOSSIER_PASSPHRASE", PASSPHRASE).arg("open").arg(&sealed).arg("-o").arg(&opened)),
+            measure(
+                Command::new(&dossier)
+                    .env("DOSSIER_HOME", &recipient)
+                    .env("DOSSIER_PASSPHRASE", PASSPHRASE)
+                    .arg("open")
+                    .arg(&sealed)
+                    .arg("-o")
+                    .arg(&opened),
+            ),
         );
         let _ = std::fs::remove_dir_all(&opened);
         let mut ratios = Vec::new();
@@ -94,9 +186,31 @@ fn main() {
             let Some(bin) = bin else { continue };
             let out = root.join(format!("{name}.age"));
             let _ = std::fs::remove_file(&out);
-            let enc = report(&format!("{name} encrypt"), measure(Command::new(bin).args(["-r", &age_recipient, "-o"]).arg(&out).arg(&input)));
-            let dec = report(&format!("{name} decrypt"), measure(Command::new(bin).args(["-d", "-i"]).arg(&age_id).arg("-o").arg("/dev/null").arg(&out)));
-            ratios.push(format!("seal/{name}-encrypt {:.2}x, open/{name}-decrypt {:.2}x", enc.seconds / seal.seconds, dec.seconds / open.seconds));
+            let enc = report(
+                &format!("{name} encrypt"),
+                measure(
+                    Command::new(bin)
+                        .args(["-r", &age_recipient, "-o"])
+                        .arg(&out)
+                        .arg(&input),
+                ),
+            );
+            let dec = report(
+                &format!("{name} decrypt"),
+                measure(
+                    Command::new(bin)
+                        .args(["-d", "-i"])
+                        .arg(&age_id)
+                        .arg("-o")
+                        .arg("/dev/null")
+                        .arg(&out),
+                ),
+            );
+            ratios.push(format!(
+                "seal/{name}-encrypt {:.2}x, open/{name}-decrypt {:.2}x",
+                enc.seconds / seal.seconds,
+                dec.seconds / open.seconds
+            ));
             let _ = std::fs::remove_file(&out);
         }
         for r in ratios {
@@ -123,25 +237,41 @@ fn measure(cmd: &mut Command) -> Measurement {
             wrapper.env(k, v);
         }
     }
-    let out = wrapper.stderr(Stdio::inherit()).output().expect("run measure wrapper");
+    let out = wrapper
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run measure wrapper");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut parts = text.split_whitespace();
     let (Some(secs), Some(rss)) = (parts.next(), parts.next()) else {
         panic!("measurement failed: {text}");
     };
-    Measurement { seconds: secs.parse().expect("seconds"), max_rss_kib: rss.parse().expect("rss") }
+    Measurement {
+        seconds: secs.parse().expect("seconds"),
+        max_rss_kib: rss.parse().expect("rss"),
+    }
 }
 
 /// `--measure CMD ARGS...`: run the command, then print "seconds max_rss_kib".
 fn measure_child(cmd: &[String]) {
     let start = Instant::now();
-    let status = Command::new(&cmd[0]).args(&cmd[1..]).stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("spawn");
+    let status = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("spawn");
     let seconds = start.elapsed().as_secs_f64();
     if !status.status.success() {
-        eprintln!("{} failed: {}", cmd[0], String::from_utf8_lossy(&status.stderr));
+        eprintln!(
+            "{} failed: {}",
+            cmd[0],
+            String::from_utf8_lossy(&status.stderr)
+        );
         std::process::exit(1);
     }
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
     println!("{seconds} {}", usage.max_rss());
 }
 
@@ -153,13 +283,18 @@ struct Peers {
 impl Peers {
     fn find() -> Self {
         let which = |name: &str| -> Option<PathBuf> {
-            let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+            let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect())
+                .unwrap_or_default();
             if let Some(h) = std::env::var_os("HOME") {
                 dirs.push(Path::new(&h).join(".cargo/bin"));
             }
             dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
         };
-        Self { age: which("age"), rage: which("rage") }
+        Self {
+            age: which("age"),
+            rage: which("rage"),
+        }
     }
     fn version(bin: &Option<PathBuf>) -> String {
         bin.as_ref()
@@ -176,8 +311,17 @@ impl Peers {
 }
 
 fn run_ok(dossier: &Path, home: &Path, args: &[&str]) {
-    let out = Command::new(dossier).env("DOSSIER_HOME", home).env("DOSSIER_PASSPHRASE", PASSPHRASE).args(args).output().expect("run dossier");
-    assert!(out.status.success(), "dossier {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(dossier)
+        .env("DOSSIER_HOME", home)
+        .env("DOSSIER_PASSPHRASE", PASSPHRASE)
+        .args(args)
+        .output()
+        .expect("run dossier");
+    assert!(
+        out.status.success(),
+        "dossier {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn age_recipient_of(identity_file: &Path) -> String {
@@ -189,7 +333,10 @@ fn age_recipient_of(identity_file: &Path) -> String {
 }
 
 fn write_pseudo_random(path: &Path, size: u64) {
-    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create input"));
+    let mut f = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(path).expect("create input"),
+    );
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
@@ -217,7 +364,9 @@ fn parse_sizes(s: &str) -> Vec<u64> {
                 Some('G') => (&p[..p.len() - 1], 1 << 30),
                 _ => (p, 1),
             };
-            num.parse::<u64>().map(|n| n * mult).unwrap_or_else(|_| usage(&format!("bad size {p}")))
+            num.parse::<u64>()
+                .map(|n| n * mult)
+                .unwrap_or_else(|_| usage(&format!("bad size {p}")))
         })
         .collect()
 }
@@ -234,7 +383,12 @@ fn human(n: u64) -> String {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
