@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::VerifyingKey;
 
 use crate::fingerprint::{Fingerprint, KeyId};
+#[cfg(feature = "sealing")]
 use crate::identity::FacilityKeys;
 use crate::ids::{CountryCode, FacilityId, IdError, check_display_name};
 use crate::limits::MAX_CARD_BYTES;
@@ -114,6 +115,7 @@ pub struct FacilityCard {
 }
 
 impl FacilityCard {
+    #[cfg(feature = "sealing")]
     /// Issues a card for `keys`, self-signed. With `rotated_from`, the card names the old key
     /// set as `previous_key` and is also signed by it.
     pub fn issue(
@@ -316,7 +318,7 @@ fn decode_sig(s: &str) -> Result<[u8; 64], CardError> {
         .ok_or(CardError::Malformed("signature is not 64 bytes of base64"))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sealing"))]
 mod tests {
     use super::*;
 

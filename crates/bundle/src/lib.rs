@@ -24,23 +24,30 @@
 #![deny(missing_docs)]
 
 pub mod card;
+#[cfg(feature = "sealing")]
 pub mod container;
 pub mod fingerprint;
+#[cfg(feature = "sealing")]
 pub mod identity;
 pub mod ids;
 pub mod limits;
 pub mod manifest;
 pub mod media;
+#[cfg(feature = "sealing")]
 pub mod open;
+#[cfg(feature = "sealing")]
 pub mod seal;
 pub mod sig;
 pub mod timestamp;
 
 pub use card::{CardError, FacilityCard, PartyKind};
 pub use fingerprint::{Fingerprint, KeyId};
+#[cfg(feature = "sealing")]
 pub use identity::{FacilityKeys, Keyring, KeyringError, RetiredKeys};
 pub use ids::{BundleId, CountryCode, FacilityId, IdError};
 pub use manifest::{BundleKind, Manifest, ManifestError, PartEntry, PartPath, PartyRef};
+#[cfg(feature = "sealing")]
 pub use open::{OpenError, PartSink, SenderDirectory, SenderLookupError, VerifiedBundle};
+#[cfg(feature = "sealing")]
 pub use seal::{PartSource, SealError, SealRequest, SealedBundle};
 pub use timestamp::Timestamp;

@@ -4,7 +4,9 @@
 //! names what is being signed. A card signature can then never be replayed as a manifest
 //! signature or a receipt, even if the bytes happened to parse (docs/protocol.md §4).
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
+#[cfg(any(test, feature = "sealing"))]
+use ed25519_dalek::{Signer, SigningKey};
 
 /// What a signature is for. The string is part of the signed bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +40,7 @@ impl SigContext {
 }
 
 /// Signs `message` under `context`.
+#[cfg(any(test, feature = "sealing"))]
 pub(crate) fn sign(key: &SigningKey, context: SigContext, message: &[u8]) -> [u8; 64] {
     key.sign(&context.input(message)).to_bytes()
 }
