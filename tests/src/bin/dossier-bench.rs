@@ -7,6 +7,7 @@
 //! cargo build --release -p dossier -p dossier-tests
 //! target/release/dossier-bench                    # 1 MiB, 100 MiB, 1 GiB
 //! target/release/dossier-bench --sizes 1M,100M     # a quicker run
+//! target/release/dossier-bench --repeat 5          # median of 5 runs (default 3)
 //! ```
 //!
 //! Every command runs as a child of a fresh copy of this program (`--measure`), which waits
@@ -33,6 +34,7 @@ fn main() {
     }
     let mut sizes = vec![1 << 20, 100 << 20, 1 << 30];
     let mut work: Option<PathBuf> = None;
+    let mut repeat = 3usize;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -43,6 +45,13 @@ fn main() {
                     .unwrap_or_else(|| usage("--sizes needs a value"))
             }
             "--work" => work = it.next().map(PathBuf::from),
+            "--repeat" => {
+                repeat = it
+                    .next()
+                    .and_then(|r| r.parse().ok())
+                    .filter(|r| *r > 0)
+                    .unwrap_or_else(|| usage("--repeat needs a positive number"))
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -156,69 +165,89 @@ fn main() {
             m
         };
         let sealed = root.join("bundle.dossier");
-        let seal = report(
-            "dossier seal",
-            measure(
-                Command::new(&dossier)
-                    .env("DOSSIER_HOME", &sender)
-                    .env("DOSSIER_PASSPHRASE", PASSPHRASE)
-                    .args(["seal", "--to", "th-bench-recipient", "-o"])
-                    .arg(&sealed)
-                    .arg(&input),
-            ),
-        );
         let opened = root.join("opened");
-        let open = report(
-            "dossier open",
-            measure(
-                Command::new(&dossier)
-                    .env("DOSSIER_HOME", &recipient)
-                    .env("DOSSIER_PASSPHRASE", PASSPHRASE)
-                    .arg("open")
-                    .arg(&sealed)
-                    .arg("-o")
-                    .arg(&opened),
-            ),
-        );
+        let seal_cmd = || {
+            let _ = std::fs::remove_file(&sealed);
+            let mut c = Command::new(&dossier);
+            c.env("DOSSIER_HOME", &sender)
+                .env("DOSSIER_PASSPHRASE", PASSPHRASE)
+                .args(["seal", "--to", "th-bench-recipient", "-o"])
+                .arg(&sealed)
+                .arg(&input);
+            c
+        };
+        let open_cmd = || {
+            let _ = std::fs::remove_dir_all(&opened);
+            let mut c = Command::new(&dossier);
+            c.env("DOSSIER_HOME", &recipient)
+                .env("DOSSIER_PASSPHRASE", PASSPHRASE)
+                .arg("open")
+                .arg(&sealed)
+                .arg("-o")
+                .arg(&opened);
+            c
+        };
+        let seal = report("dossier seal", median_of(repeat, seal_cmd));
+        let open = report("dossier open", median_of(repeat, open_cmd));
         let _ = std::fs::remove_dir_all(&opened);
         let mut ratios = Vec::new();
         for (name, bin) in [("age", peers.age.as_ref()), ("rage", peers.rage.as_ref())] {
             let Some(bin) = bin else { continue };
             let out = root.join(format!("{name}.age"));
-            let _ = std::fs::remove_file(&out);
-            let enc = report(
-                &format!("{name} encrypt"),
-                measure(
-                    Command::new(bin)
-                        .args(["-r", &age_recipient, "-o"])
-                        .arg(&out)
-                        .arg(&input),
-                ),
+            let enc_cmd = || {
+                let _ = std::fs::remove_file(&out);
+                let mut c = Command::new(bin);
+                c.args(["-r", &age_recipient, "-o"]).arg(&out).arg(&input);
+                c
+            };
+            let enc = report(&format!("{name} encrypt"), median_of(repeat, enc_cmd));
+            // The same, then fsync of the output as dossier does before renaming it into place.
+            let enc_sync_cmd = || {
+                let _ = std::fs::remove_file(&out);
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(r#""$0" -r "$1" -o "$2" "$3" && sync "$2""#)
+                    .arg(bin)
+                    .arg(&age_recipient)
+                    .arg(&out)
+                    .arg(&input);
+                c
+            };
+            let enc_sync = report(
+                &format!("{name} encrypt+fsync"),
+                median_of(repeat, enc_sync_cmd),
             );
-            let dec = report(
-                &format!("{name} decrypt"),
-                measure(
-                    Command::new(bin)
-                        .args(["-d", "-i"])
-                        .arg(&age_id)
-                        .arg("-o")
-                        .arg("/dev/null")
-                        .arg(&out),
-                ),
-            );
+            let dec_cmd = || {
+                let mut c = Command::new(bin);
+                c.args(["-d", "-i"])
+                    .arg(&age_id)
+                    .arg("-o")
+                    .arg("/dev/null")
+                    .arg(&out);
+                c
+            };
+            let dec = report(&format!("{name} decrypt"), median_of(repeat, dec_cmd));
             ratios.push(format!(
-                "seal/{name}-encrypt {:.2}x, open/{name}-decrypt {:.2}x",
+                "seal vs {name}: {:.2}x ({:.2}x vs {name}+fsync); open vs {name} decrypt: {:.2}x",
                 enc.seconds / seal.seconds,
+                enc_sync.seconds / seal.seconds,
                 dec.seconds / open.seconds
             ));
             let _ = std::fs::remove_file(&out);
         }
         for r in ratios {
-            println!("{label:<8} ratio (throughput)      {r}");
+            println!("{label:<8} ratio (throughput)  {r}");
         }
         let _ = std::fs::remove_file(&sealed);
         let _ = std::fs::remove_file(&input);
     }
+}
+
+/// Runs the command `repeat` times (each from a fresh `make`), returns the median run.
+fn median_of(repeat: usize, make: impl Fn() -> Command) -> Measurement {
+    let mut runs: Vec<Measurement> = (0..repeat).map(|_| measure(&mut make())).collect();
+    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    runs.swap_remove(runs.len() / 2)
 }
 
 struct Measurement {
@@ -396,6 +425,6 @@ fn usage(msg: &str) -> ! {
     if !msg.is_empty() {
         eprintln!("dossier-bench: {msg}");
     }
-    eprintln!("usage: dossier-bench [--sizes 1M,100M,1G] [--work DIR]");
+    eprintln!("usage: dossier-bench [--sizes 1M,100M,1G] [--repeat 3] [--work DIR]");
     std::process::exit(2);
 }
