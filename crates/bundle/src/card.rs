@@ -157,6 +157,19 @@ impl FacilityCard {
         if bytes.len() > MAX_CARD_BYTES {
             return Err(CardError::TooLarge);
         }
+        // The version is read first, leniently, so a newer card with new fields is reported
+        // as newer rather than malformed (docs/protocol.md §13).
+        #[derive(serde::Deserialize)]
+        struct VersionOnly {
+            dossier_card: String,
+        }
+        if let Ok(v) = serde_json::from_slice::<VersionOnly>(bytes) {
+            if v.dossier_card != CARD_VERSION {
+                return Err(CardError::UnknownVersion(
+                    v.dossier_card.chars().take(16).collect(),
+                ));
+            }
+        }
         let env: Envelope = serde_json::from_slice(bytes)
             .map_err(|_| CardError::Malformed("not a card envelope"))?;
         if env.dossier_card != CARD_VERSION {

@@ -21,6 +21,21 @@ pub const MANIFEST_NAME: &str = "manifest.json";
 /// Name of the detached signature entry.
 pub const SIGNATURE_NAME: &str = "manifest.sig";
 
+/// Whether `parts/<path>` can be stored in a ustar header: the whole name fits the 100-byte
+/// name field, or it splits at a `/` into a prefix of at most 155 bytes and a name of at
+/// most 100 (POSIX.1-1988 ustar; docs/protocol.md §9).
+pub fn fits_ustar(path: &PartPath) -> bool {
+    let full = format!("{PARTS_DIR}{path}");
+    let bytes = full.as_bytes();
+    if bytes.len() <= 100 {
+        return true;
+    }
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'/' && i <= 155 && bytes.len() - i - 1 <= 100 && i + 1 < bytes.len())
+}
+
 /// Writes the container to `W` (normally an age `StreamWriter`).
 pub(crate) struct ContainerWriter<W: Write> {
     tar: tar::Builder<W>,
@@ -45,7 +60,9 @@ impl<W: Write> ContainerWriter<W> {
 
     fn header(&self, name: &str, size: u64) -> io::Result<tar::Header> {
         let mut h = tar::Header::new_ustar();
-        h.set_path(name)?;
+        // Never echo the name in the error: it may be a patient's file name.
+        h.set_path(name)
+            .map_err(|_| io::Error::other("an entry name does not fit a ustar header"))?;
         h.set_size(size);
         h.set_mode(0o600);
         h.set_mtime(self.mtime);
@@ -417,6 +434,32 @@ mod tests {
         assert_eq!(c.parts[0].1, 5);
         assert_eq!(c.parts[0].2, <[u8; 32]>::from(Sha256::digest(b"hello")));
         assert_eq!(c.manifest, b"{}");
+    }
+
+    #[test]
+    fn fits_ustar_agrees_with_the_tar_writer() {
+        let mut cases = Vec::new();
+        for a in [1usize, 50, 93, 94, 99, 100, 120, 148, 149, 150, 160] {
+            for b in [1usize, 20, 60, 99, 100] {
+                cases.push(format!("{}/{}", "a".repeat(a.min(100)), "b".repeat(b)));
+                cases.push(format!(
+                    "{}/{}/{}",
+                    "d".repeat(a.min(100)),
+                    "e".repeat(40),
+                    "f".repeat(b)
+                ));
+            }
+        }
+        cases.push("x".repeat(94));
+        cases.push("x".repeat(95));
+        for c in cases {
+            let Ok(path) = PartPath::parse(&c, 0) else {
+                continue;
+            };
+            let mut h = tar::Header::new_ustar();
+            let tar_ok = h.set_path(format!("{PARTS_DIR}{path}")).is_ok();
+            assert_eq!(fits_ustar(&path), tar_ok, "{} bytes: {c}", c.len());
+        }
     }
 
     #[test]

@@ -251,6 +251,16 @@ impl Keyring {
         if plain.len() as u64 > MAX_KEYRING_BYTES {
             return Err(KeyringError::Corrupt);
         }
+        #[derive(serde::Deserialize)]
+        struct FormatOnly {
+            format: String,
+        }
+        match serde_json::from_slice::<FormatOnly>(&plain) {
+            Ok(f) if f.format != KEYRING_FORMAT && f.format.starts_with("dossier-keyring/") => {
+                return Err(KeyringError::UnknownVersion);
+            }
+            _ => {}
+        }
         let stored: StoredKeyring =
             serde_json::from_slice(&plain).map_err(|_| KeyringError::Corrupt)?;
         if stored.format != KEYRING_FORMAT {

@@ -32,6 +32,11 @@ pub enum OpenError {
     /// Not an age file at all.
     #[error("this is not a dossier bundle (no age-encryption.org/v1 header)")]
     NotABundle,
+    /// An age file encrypted with a passphrase (such as a node's keyring), not a bundle.
+    #[error(
+        "this is an age file encrypted with a passphrase (perhaps a keyring), not a dossier bundle"
+    )]
+    PassphraseEncrypted,
     /// An age format from a newer version.
     #[error(
         "the bundle uses an unknown age format, probably from a newer version; upgrade dossier"
@@ -307,7 +312,7 @@ fn decrypt_and_read<R: Read>(
     let input = BufReader::with_capacity(IO_BUFFER, io::Cursor::new(header).chain(input));
     let decryptor = age::Decryptor::new_buffered(input).map_err(map_age_error)?;
     if decryptor.is_scrypt() {
-        return Err(OpenError::NotABundle);
+        return Err(OpenError::PassphraseEncrypted);
     }
     let identities: Vec<&dyn age::Identity> = keyring
         .all()
@@ -324,9 +329,9 @@ fn decrypt_and_read<R: Read>(
         ContainerError::Read(e) if e.kind() == io::ErrorKind::InvalidData => {
             OpenError::Tampered("the encrypted payload does not authenticate".into())
         }
-        ContainerError::Read(e) => {
-            OpenError::Tampered(format!("the payload could not be read: {}", e.kind()))
-        }
+        ContainerError::Read(_) => OpenError::Tampered(
+            "the container could not be read (it is not a well-formed ustar stream)".into(),
+        ),
         ContainerError::BadPath(m) => OpenError::Manifest(m),
         other => OpenError::Tampered(other.to_string()),
     })
@@ -340,15 +345,19 @@ fn read_bounded_header<R: Read>(input: &mut R) -> Result<Vec<u8>, OpenError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
-        if let Some(mac_at) = find(&buf, b"\n--- ") {
-            if buf[mac_at + 1..].contains(&b'\n') {
+        // Only the first MAX_AGE_HEADER_BYTES may hold the header, however the input is
+        // split into reads: the limit is exact.
+        let window = &buf[..buf.len().min(MAX_AGE_HEADER_BYTES)];
+        if let Some(mac_at) = find(window, b"\n--- ") {
+            if window[mac_at + 1..].contains(&b'\n') {
                 return Ok(buf);
             }
         }
-        if buf.len() > MAX_AGE_HEADER_BYTES {
+        if buf.len() >= MAX_AGE_HEADER_BYTES {
             return Err(OpenError::HeaderTooLarge);
         }
-        let n = match input.read(&mut chunk) {
+        let want = chunk.len().min(MAX_AGE_HEADER_BYTES - buf.len());
+        let n = match input.read(&mut chunk[..want]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(OpenError::Io(e)),

@@ -233,6 +233,16 @@ fn check_request(req: &SealRequest<'_>, parts: &[PartSource]) -> Result<(), Seal
         }
     }
     check_part_paths(parts.iter().map(|p| &p.path))?;
+    if let Some(index) = parts
+        .iter()
+        .position(|p| !crate::container::fits_ustar(&p.path))
+    {
+        return Err(ManifestError::BadPartPath {
+            index,
+            reason: "too long for the container (shorten the directory or file names)",
+        }
+        .into());
+    }
     crate::manifest::check_text(
         "subject",
         req.subject.as_deref(),
