@@ -35,6 +35,8 @@ pub mod manifest;
 pub mod media;
 #[cfg(feature = "sealing")]
 pub mod open;
+pub mod receipt;
+pub mod relay_auth;
 #[cfg(feature = "sealing")]
 pub mod seal;
 pub mod sig;

@@ -17,6 +17,10 @@ pub enum SigContext {
     CardRotation,
     /// A bundle manifest signed by its sender.
     Manifest,
+    /// A node proving its identity to a relay over one TLS session (docs/protocol.md §15).
+    RelayAuth,
+    /// A delivery receipt signed by a recipient.
+    Receipt,
 }
 
 impl SigContext {
@@ -26,6 +30,8 @@ impl SigContext {
             SigContext::CardSelf => "dossier/card-self/v1",
             SigContext::CardRotation => "dossier/card-rotation/v1",
             SigContext::Manifest => "dossier/manifest/v1",
+            SigContext::RelayAuth => "dossier/relay-auth/v1",
+            SigContext::Receipt => "dossier/receipt/v1",
         }
     }
 
