@@ -12,6 +12,7 @@
 
 pub mod frame;
 pub mod message;
+pub mod pin;
 
 pub use frame::{FrameCheck, MAX_FRAME_BYTES, WireError, check, decode, encode};
 pub use message::{ClientMessage, MailboxItem, Refusal, RefusalCode, ServerMessage};
