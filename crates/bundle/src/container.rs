@@ -358,21 +358,24 @@ pub(crate) fn read_container<R: Read>(
     })
 }
 
+/// A visitor that reads every part to its end and keeps nothing (the verify pass).
+pub(crate) struct Discard;
+
+impl PartVisitor for Discard {
+    fn visit(
+        &mut self,
+        _: usize,
+        _: &PartPath,
+        content: &mut dyn Read,
+    ) -> Result<(), ContainerError> {
+        copy_part(content, &mut io::sink()).map(|_| ())
+    }
+}
+
 /// Reads a plaintext container from `data`, discarding parts: the fuzzing entry point for
 /// the container reader (crates/fuzz). Returns whether the container was accepted.
 #[doc(hidden)]
 pub fn fuzz_read_container(data: &[u8]) -> bool {
-    struct Discard;
-    impl PartVisitor for Discard {
-        fn visit(
-            &mut self,
-            _: usize,
-            _: &PartPath,
-            content: &mut dyn Read,
-        ) -> Result<(), ContainerError> {
-            copy_part(content, &mut io::sink()).map(|_| ())
-        }
-    }
     read_container(data, &mut Discard).is_ok()
 }
 
@@ -399,18 +402,6 @@ pub(crate) fn copy_part<W: Write + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Discard;
-    impl PartVisitor for Discard {
-        fn visit(
-            &mut self,
-            _: usize,
-            _: &PartPath,
-            content: &mut dyn Read,
-        ) -> Result<(), ContainerError> {
-            copy_part(content, &mut io::sink()).map(|_| ())
-        }
-    }
 
     fn build(parts: &[(&str, &[u8])]) -> Vec<u8> {
         let mut w = ContainerWriter::new(Vec::new(), 0);

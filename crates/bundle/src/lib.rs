@@ -40,6 +40,8 @@ pub mod relay_auth;
 #[cfg(feature = "sealing")]
 pub mod seal;
 pub mod sig;
+#[cfg(all(test, feature = "sealing"))]
+mod test_support;
 pub mod timestamp;
 
 pub use card::{CardError, FacilityCard, PartyKind};

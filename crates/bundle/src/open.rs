@@ -16,7 +16,7 @@
 use std::io::{self, BufReader, Read};
 
 use crate::card::FacilityCard;
-use crate::container::{ContainerError, PartVisitor, copy_part, read_container};
+use crate::container::{ContainerError, Discard, PartVisitor, read_container};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Keyring;
 use crate::ids::FacilityId;
@@ -252,18 +252,6 @@ fn check_parts_match(
     Ok(())
 }
 
-struct Discard;
-impl PartVisitor for Discard {
-    fn visit(
-        &mut self,
-        _: usize,
-        _: &PartPath,
-        content: &mut dyn Read,
-    ) -> Result<(), ContainerError> {
-        copy_part(content, &mut io::sink()).map(|_| ())
-    }
-}
-
 struct SinkVisitor<'a> {
     sink: &'a mut dyn PartSink,
 }
@@ -404,9 +392,8 @@ fn map_age_error(e: age::DecryptError) -> OpenError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::card::CardDetails;
     use crate::seal::{PartSource, SealRequest, seal};
-    use crate::{BundleId, BundleKind, CountryCode, FacilityKeys, PartyKind, Timestamp};
+    use crate::{BundleId, BundleKind, Timestamp};
     use std::collections::HashMap;
 
     struct Party {
@@ -415,21 +402,7 @@ mod tests {
     }
 
     fn party(id: &str, cc: &str) -> Party {
-        let keys = FacilityKeys::generate().unwrap();
-        let details = CardDetails {
-            id: FacilityId::parse(id).unwrap(),
-            name: format!("Party {id}"),
-            country: CountryCode::parse(cc).unwrap(),
-            kind: PartyKind::Facility,
-        };
-        let card = FacilityCard::issue(
-            &keys,
-            &details,
-            Timestamp::parse("2026-11-23T09:00:00Z").unwrap(),
-            None,
-            None,
-        )
-        .unwrap();
+        let (keys, card) = crate::test_support::facility(id, cc);
         Party {
             keys: Keyring::new(keys),
             card,

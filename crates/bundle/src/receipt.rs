@@ -235,26 +235,10 @@ fn check_reason(reason: Option<&str>) -> Result<(), ReceiptError> {
 #[cfg(all(test, feature = "sealing"))]
 mod tests {
     use super::*;
-    use crate::card::CardDetails;
-    use crate::{CountryCode, FacilityId, FacilityKeys, PartyKind};
+    use crate::FacilityKeys;
 
     fn party() -> (FacilityKeys, FacilityCard) {
-        let keys = FacilityKeys::generate().unwrap();
-        let details = CardDetails {
-            id: FacilityId::parse("th-b").unwrap(),
-            name: "B".into(),
-            country: CountryCode::parse("TH").unwrap(),
-            kind: PartyKind::Facility,
-        };
-        let card = FacilityCard::issue(
-            &keys,
-            &details,
-            Timestamp::from_unix(0).unwrap(),
-            None,
-            None,
-        )
-        .unwrap();
-        (keys, card)
+        crate::test_support::facility("th-b", "TH")
     }
 
     fn receipt(card: &FacilityCard) -> DeliveryReceipt {

@@ -44,38 +44,14 @@ pub fn verify(card: &FacilityCard, exporter: &[u8; EXPORTER_BYTES], signature: &
 #[cfg(all(test, feature = "sealing"))]
 mod tests {
     use super::*;
-    use crate::card::CardDetails;
-    use crate::{CountryCode, FacilityKeys, PartyKind, Timestamp};
 
     #[test]
     fn proof_is_bound_to_the_exporter_and_the_key() {
-        let keys = FacilityKeys::generate().unwrap();
-        let details = CardDetails {
-            id: FacilityId::parse("us-a").unwrap(),
-            name: "A".into(),
-            country: CountryCode::parse("US").unwrap(),
-            kind: PartyKind::Facility,
-        };
-        let card = FacilityCard::issue(
-            &keys,
-            &details,
-            Timestamp::from_unix(0).unwrap(),
-            None,
-            None,
-        )
-        .unwrap();
+        let (keys, card) = crate::test_support::facility("us-a", "US");
         let sig = sign(&keys, &[1; 32], card.id());
         assert!(verify(&card, &[1; 32], &sig));
         assert!(!verify(&card, &[2; 32], &sig));
-        let other = FacilityKeys::generate().unwrap();
-        let other_card = FacilityCard::issue(
-            &other,
-            &details,
-            Timestamp::from_unix(0).unwrap(),
-            None,
-            None,
-        )
-        .unwrap();
+        let (_, other_card) = crate::test_support::facility("us-a", "US");
         assert!(!verify(&other_card, &[1; 32], &sig));
     }
 }
