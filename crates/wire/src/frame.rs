@@ -1,5 +1,5 @@
 //! Frames: `u32 big-endian length || JSON`, at most [`MAX_FRAME_BYTES`] of JSON
-//! (docs/protocol.md §13.2).
+//! (docs/protocol.md §15.2).
 //!
 //! As in mini-redis, checking is separate from parsing: [`check`] never allocates and treats
 //! an incomplete buffer as a normal state, so a reader can keep filling its buffer until a

@@ -1,4 +1,4 @@
-//! The dossier relay wire protocol, version 1 (docs/protocol.md §13).
+//! The dossier relay wire protocol, version 1 (docs/protocol.md §15).
 //!
 //! Bytes in, bytes out: this crate has no sockets, tasks or clocks, so the whole protocol
 //! can be unit-tested and fuzzed without a network. A frame is a 4-byte big-endian length

@@ -1,4 +1,4 @@
-//! Relay messages, version 1 (docs/protocol.md §13.3).
+//! Relay messages, version 1 (docs/protocol.md §15.3).
 //!
 //! Every message is a JSON object whose `type` names it; unknown types and unknown fields
 //! are refused (`deny_unknown_fields`), so a newer peer is told rather than misunderstood.
@@ -25,7 +25,7 @@ pub enum ClientMessage {
         version: u32,
         /// Facility id as enrolled.
         facility: String,
-        /// Base64 Ed25519 signature (see §13.4).
+        /// Base64 Ed25519 signature (see docs/protocol.md §15.2).
         signature: String,
     },
     /// Upload a sealed bundle. The relay answers `DepositOffset`; the client then sends the
