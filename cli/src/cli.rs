@@ -30,6 +30,13 @@ impl Cli {
             } => *json,
             Command::Seal(a) => a.json,
             Command::Open(a) => a.json,
+            Command::Relay {
+                command: RelayCommand::Show { json },
+            } => *json,
+            Command::Send(a) => a.json,
+            Command::Sync(a) => a.json,
+            Command::Inbox(a) | Command::Outbox(a) => a.json,
+            Command::Status(a) => a.json,
             _ => false,
         }
     }
@@ -53,8 +60,23 @@ pub enum Command {
     },
     /// Seal files into an offline bundle file for pinned contacts.
     Seal(SealArgs),
-    /// Verify a bundle and unpack its parts into a directory.
+    /// Verify a bundle (a file, or an inbox bundle id) and unpack its parts into a directory.
     Open(OpenArgs),
+    /// Choose the relay and pin its key.
+    Relay {
+        #[command(subcommand)]
+        command: RelayCommand,
+    },
+    /// Seal files for pinned contacts, queue them in the outbox and upload to the relay.
+    Send(SendArgs),
+    /// Upload the outbox, receive and verify new bundles, collect delivery receipts.
+    Sync(SyncArgs),
+    /// List received bundles (verified, and quarantined ones).
+    Inbox(ListArgs),
+    /// List sent bundles with their delivery state per recipient.
+    Outbox(ListArgs),
+    /// Show one bundle's delivery timeline and receipts.
+    Status(StatusArgs),
     /// Run a complete exchange between three parties in a temporary directory.
     Demo(DemoArgs),
 }
@@ -170,7 +192,8 @@ pub struct SealArgs {
 
 #[derive(Debug, Args)]
 pub struct OpenArgs {
-    /// The bundle file.
+    /// The bundle file, or the id (32 hex digits) of a bundle in the inbox.
+    #[arg(value_name = "FILE|BUNDLE-ID")]
     pub file: PathBuf,
     /// Directory to unpack into (new or empty).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
@@ -185,4 +208,82 @@ pub struct DemoArgs {
     /// Keep the demo's directory instead of deleting it at the end.
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelayCommand {
+    /// Use the relay at ADDR, accepting only the TLS key whose pin is PIN.
+    Set {
+        /// HOST:PORT of the relay (UDP), as given by its operator.
+        addr: String,
+        /// The relay's pin (sha256:…), as printed by `dossier-relay init`; get it over a
+        /// trusted channel.
+        #[arg(long)]
+        pin: String,
+        /// Flag a sent bundle overdue when it has no delivery receipt after SECS seconds
+        /// (default 3600).
+        #[arg(long, value_name = "SECS")]
+        overdue_after: Option<u64>,
+    },
+    /// Show the configured relay.
+    Show {
+        /// Print a JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipient contact id (repeat for several).
+    #[arg(long = "to", value_name = "ID", required = true)]
+    pub to: Vec<String>,
+    /// What the bundle carries.
+    #[arg(long, value_enum, default_value = "record")]
+    pub kind: KindArg,
+    /// Subject line (encrypted; stays in this node's outbox and the bundle).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Conversation thread id.
+    #[arg(long)]
+    pub thread: Option<String>,
+    /// Patient reference such as an MRN (encrypted).
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// Files and directories to seal.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print a JSON object (bundle_id, state) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Keep running: sync again on new-mail notices, when a bundle is queued, and every
+    /// --interval seconds, until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between periodic syncs with --watch.
+    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "watch")]
+    pub interval: u64,
+    /// Print a JSON summary on stdout (not with --watch).
+    #[arg(long, conflicts_with = "watch")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The bundle id (32 hex digits).
+    pub bundle_id: String,
+    /// Print a JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -1,18 +1,26 @@
-//! `dossier demo`: one real exchange between three parties, narrated.
+//! `dossier demo`: a real online exchange between three parties through an embedded relay,
+//! narrated.
 //!
-//! Everything runs for real in a temporary directory: three node homes (a US care
-//! coordinator, a clinic in Thailand and the patient), each with its own encrypted keyring;
-//! cards exchanged and pinned; an HL7 IPS patient summary plus an imaging file sealed by the
-//! coordinator for the clinic and the patient; both open it; a tampered copy is refused.
+//! Everything runs for real in a temporary directory: a `dossier-relay` (its redb store and
+//! TLS key in the temp dir) serving on 127.0.0.1; three node homes (a US care coordinator, a
+//! clinic in Thailand and the patient), each with its own encrypted keyring; cards pinned
+//! both ways and enrolled at the relay; the relay pinned by every node. The coordinator sends
+//! an HL7 IPS summary plus an imaging file to the clinic and the patient, the clinic sends a
+//! care plan back, the coordinator sends follow-up instructions to the patient; everyone
+//! syncs; each sender's timeline shows the signed delivery receipts. Finally a tampered copy
+//! of a bundle is refused offline.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dossier_bundle::card::CardDetails;
-use dossier_bundle::{BundleKind, CountryCode, FacilityId, PartyKind, Timestamp};
+use dossier_bundle::{BundleKind, CountryCode, FacilityId, Keyring, PartyKind, Timestamp};
 use dossier_node::opening::open_file;
-use dossier_node::sealing::{SealOptions, seal_to_file};
-use dossier_node::{ContactBook, NodeError, NodeHome, identity};
+use dossier_node::relay_client::{NoProgress, runtime};
+use dossier_node::relay_config::RelayConfig;
+use dossier_node::sealing::SealOptions;
+use dossier_node::sync::{self, NoEvents, SendOutcome, SyncContext};
+use dossier_node::{ContactBook, NodeError, NodeHome, identity, inbox, outbox};
 use secrecy::SecretString;
 
 use crate::cli::DemoArgs;
@@ -25,6 +33,10 @@ struct Party {
     label: &'static str,
     home: NodeHome,
     details: CardDetails,
+}
+
+fn demo_err(what: &str) -> impl FnOnce(String) -> NodeError + '_ {
+    move |e| NodeError::io(what.to_owned())(std::io::Error::other(e))
 }
 
 pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
@@ -101,82 +113,246 @@ pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
         ));
     }
 
-    let inputs = root.join("outgoing/treatment-history");
-    std::fs::create_dir_all(&inputs).map_err(NodeError::io("preparing demo inputs"))?;
-    std::fs::write(inputs.join(IPS_NAME), &ips).map_err(NodeError::io("preparing demo inputs"))?;
-    let imaging = pseudo_random_bytes(3 * 1024 * 1024);
-    std::fs::write(inputs.join("ct-chest-series.dcm"), &imaging)
-        .map_err(NodeError::io("preparing demo inputs"))?;
-
-    out.say("\n3. The coordinator seals the patient's treatment history (HL7 IPS summary + 3 MiB imaging) for the clinic and the patient:");
-    let ring = identity::unlock(&coordinator.home, &pass)?;
-    let bundle = root.join("treatment-history.dossier");
-    let opts = SealOptions {
-        to: vec![clinic.details.id.clone(), patient.details.id.clone()],
-        kind: BundleKind::Record,
-        subject: Some("Treatment history before knee replacement".into()),
-        thread: Some("knee-2026".into()),
-        patient: Some("MRN-0042".into()),
-    };
-    let manifest = seal_to_file(
-        &coordinator.home,
-        &ring,
-        &opts,
-        std::slice::from_ref(&inputs),
-        &bundle,
-        Timestamp::now(),
-    )?;
-    let size = std::fs::metadata(&bundle)
-        .map_err(NodeError::io("reading the bundle size"))?
-        .len();
+    let rt = runtime().map_err(NodeError::io("starting the network runtime"))?;
+    let relay_dir = root.join("relay");
+    let localhost = "127.0.0.1:0".parse().expect("a valid socket address");
+    let init = dossier_relay::init(&relay_dir, localhost)
+        .map_err(|e| demo_err("creating the relay")(e.to_string()))?;
+    for p in &parties {
+        let card = identity::my_card(&p.home)?;
+        dossier_relay::enroll(&relay_dir, &card.to_file_bytes())
+            .map_err(|e| demo_err("enrolling at the relay")(e.to_string()))?;
+    }
+    let relay = rt
+        .block_on(dossier_relay::start(&relay_dir))
+        .map_err(|e| demo_err("starting the relay")(e.to_string()))?;
+    let address = relay.addr().to_string();
     out.say(format!(
-        "   bundle {} — {} parts, {size} bytes of age ciphertext, signed by {}",
-        manifest.bundle_id,
-        manifest.parts.len(),
-        coordinator.details.id
+        "\n3. A relay starts on {address} (QUIC, TLS 1.3, redb store in the demo directory); its operator enrolls the three parties."
     ));
+    out.say(format!("   relay pin {}", init.pin));
+    for p in &parties {
+        RelayConfig::new(&address, relay.pin())?.save(&p.home)?;
+    }
+    out.say("   every node pins it with `dossier relay set ADDR --pin PIN`: a relay with another key is refused");
 
-    out.say("\n4. Each recipient verifies the signature against its pin, checks every hash, then unpacks:");
-    for p in [clinic, patient, coordinator] {
-        let ring = identity::unlock(&p.home, &pass)?;
-        let dir = root.join(format!("opened-by-{}", p.details.id));
-        let report = open_file(&p.home, &ring, &bundle, &dir)?;
-        let same = std::fs::read(dir.join("treatment-history").join(IPS_NAME))
-            .ok()
-            .as_deref()
-            == Some(&ips[..])
-            && std::fs::read(dir.join("treatment-history/ct-chest-series.dcm"))
-                .ok()
-                .as_deref()
-                == Some(&imaging[..]);
-        out.say(format!(
-            "   {:<20} opened it: from {} ({}), {} parts, byte-identical: {}",
-            p.label,
-            report.sender.id(),
-            if report.sender_verified {
-                "verified"
-            } else {
-                "unverified"
-            },
-            report.manifest.parts.len(),
-            if same { "yes" } else { "NO" }
-        ));
-        if !same {
-            return Err(NodeError::io("demo check")(std::io::Error::other(
-                "opened parts differ from what was sealed",
-            )));
+    let rings: Vec<Keyring> = parties
+        .iter()
+        .map(|p| identity::unlock(&p.home, &pass))
+        .collect::<Result<_, _>>()?;
+    let (coord_ring, clinic_ring, patient_ring) = (&rings[0], &rings[1], &rings[2]);
+
+    let history = root.join("outgoing/treatment-history");
+    std::fs::create_dir_all(&history).map_err(NodeError::io("preparing demo inputs"))?;
+    std::fs::write(history.join(IPS_NAME), &ips).map_err(NodeError::io("preparing demo inputs"))?;
+    let imaging = pseudo_random_bytes(3 * 1024 * 1024);
+    std::fs::write(history.join("ct-chest-series.dcm"), &imaging)
+        .map_err(NodeError::io("preparing demo inputs"))?;
+    let care_plan = root.join("outgoing/care-plan.json");
+    std::fs::write(&care_plan, CARE_PLAN).map_err(NodeError::io("preparing demo inputs"))?;
+    let follow_up = root.join("outgoing/follow-up-instructions.txt");
+    std::fs::write(&follow_up, FOLLOW_UP).map_err(NodeError::io("preparing demo inputs"))?;
+
+    let send = |p: &Party, ring: &Keyring, opts: SealOptions, input: &Path| {
+        send_one(&rt, p, ring, opts, input)
+    };
+    let sync_party = |p: &Party, ring: &Keyring| -> Result<(), NodeError> {
+        let c = ctx(p, ring)?;
+        rt.block_on(sync::sync_once(&c))
+    };
+
+    out.say("\n4. The coordinator sends the treatment history (HL7 IPS summary + 3 MiB imaging) to the clinic and the patient:");
+    let history_id = send(
+        coordinator,
+        coord_ring,
+        SealOptions {
+            to: vec![clinic.details.id.clone(), patient.details.id.clone()],
+            kind: BundleKind::Record,
+            subject: Some("Treatment history before knee replacement".into()),
+            thread: Some("knee-2026".into()),
+            patient: Some("MRN-0042".into()),
+        },
+        &history,
+    )?;
+    say_sent(
+        &out,
+        coordinator,
+        &history_id,
+        &outbox::load(&coordinator.home, &history_id)?,
+    );
+
+    out.say("\n5. Clinic and patient sync: each bundle is downloaded, verified against the sender's pin, stored encrypted, acknowledged, and a signed receipt goes back:");
+    for (p, ring) in [(clinic, clinic_ring), (patient, patient_ring)] {
+        sync_party(p, ring)?;
+        for r in inbox::list_inbox(&p.home)? {
+            out.say(format!(
+                "   {:<20} inbox: {} {} from {} ({} parts, verified)",
+                p.label,
+                r.bundle_id,
+                r.kind.as_str(),
+                r.from,
+                r.parts
+            ));
         }
     }
 
-    out.say("\n5. Someone alters one byte of a copy in transit:");
+    out.say("\n6. The clinic replies with a care plan; the coordinator sends follow-up instructions to the patient:");
+    let plan_id = send(
+        clinic,
+        clinic_ring,
+        SealOptions {
+            to: vec![coordinator.details.id.clone()],
+            kind: BundleKind::Careplan,
+            subject: Some("Care plan: total knee arthroplasty".into()),
+            thread: Some("knee-2026".into()),
+            patient: Some("MRN-0042".into()),
+        },
+        &care_plan,
+    )?;
+    say_sent(
+        &out,
+        clinic,
+        &plan_id,
+        &outbox::load(&clinic.home, &plan_id)?,
+    );
+    let follow_id = send(
+        coordinator,
+        coord_ring,
+        SealOptions {
+            to: vec![patient.details.id.clone()],
+            kind: BundleKind::Message,
+            subject: Some("Your follow-up after surgery".into()),
+            thread: Some("knee-2026".into()),
+            patient: None,
+        },
+        &follow_up,
+    )?;
+    say_sent(
+        &out,
+        coordinator,
+        &follow_id,
+        &outbox::load(&coordinator.home, &follow_id)?,
+    );
+
+    out.say("\n7. Everyone syncs (uploads, new mail, receipts):");
+    for _ in 0..2 {
+        for (p, ring) in parties.iter().zip(&rings) {
+            sync_party(p, ring)?;
+        }
+    }
+    for p in &parties {
+        let n = inbox::list_inbox(&p.home)?.len();
+        out.say(format!("   {:<20} {n} bundle(s) in the inbox", p.label));
+    }
+
+    out.say("\n8. Delivery timelines, from each sender's outbox (receipts signed by the recipients, checked against their pins):");
+    for (p, id) in [
+        (coordinator, &history_id),
+        (clinic, &plan_id),
+        (coordinator, &follow_id),
+    ] {
+        let Some(rec) = outbox::load(&p.home, id)? else {
+            continue;
+        };
+        out.say(format!(
+            "   bundle {} ({}) from {}",
+            rec.bundle_id,
+            rec.kind.as_str(),
+            rec.from
+        ));
+        for e in &rec.timeline {
+            let who = match (e.event.as_str(), e.recipient.as_deref()) {
+                (_, Some(r)) => r,
+                ("queued", None) => "in the sender's outbox",
+                ("accepted", None) => "by the relay, durably",
+                _ => "",
+            };
+            out.say(format!("     {}  {:<9} {who}", e.at, e.event));
+        }
+        for r in &rec.recipients {
+            out.say(format!(
+                "     -> {:<16} {}{}",
+                r.id,
+                r.state.as_str(),
+                if r.receipt.is_some() {
+                    ", signed receipt verified"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+
+    out.say("\n9. The recipients open what they received (`dossier open BUNDLE-ID -o DIR`):");
+    let dir = root.join("opened-by-clinic");
+    open_file(
+        &clinic.home,
+        clinic_ring,
+        &inbox::bundle_path(&clinic.home, &history_id),
+        &dir,
+    )?;
+    let same = std::fs::read(dir.join("treatment-history").join(IPS_NAME))
+        .ok()
+        .as_deref()
+        == Some(&ips[..])
+        && std::fs::read(dir.join("treatment-history/ct-chest-series.dcm"))
+            .ok()
+            .as_deref()
+            == Some(&imaging[..]);
+    out.say(format!(
+        "   clinic opened the treatment history: byte-identical: {}",
+        if same { "yes" } else { "NO" }
+    ));
+    if !same {
+        return Err(demo_err("demo check")(
+            "opened parts differ from what was sent".into(),
+        ));
+    }
+    let pdir = root.join("opened-by-patient");
+    open_file(
+        &patient.home,
+        patient_ring,
+        &inbox::bundle_path(&patient.home, &follow_id),
+        &pdir,
+    )?;
+    out.say(format!(
+        "   patient opened the follow-up instructions: byte-identical: {}",
+        if std::fs::read(pdir.join("follow-up-instructions.txt"))
+            .ok()
+            .as_deref()
+            == Some(FOLLOW_UP.as_bytes())
+        {
+            "yes"
+        } else {
+            "NO"
+        }
+    ));
+    let cdir = root.join("opened-by-coordinator");
+    open_file(
+        &coordinator.home,
+        coord_ring,
+        &inbox::bundle_path(&coordinator.home, &plan_id),
+        &cdir,
+    )?;
+    out.say(format!(
+        "   coordinator opened the clinic's care plan: byte-identical: {}",
+        if std::fs::read(cdir.join("care-plan.json")).ok().as_deref() == Some(CARE_PLAN.as_bytes())
+        {
+            "yes"
+        } else {
+            "NO"
+        }
+    ));
+
+    out.say("\n10. Someone alters one byte of a copy in transit (e.g. sent by e-mail instead):");
     let tampered = root.join("tampered.dossier");
-    let mut bytes = std::fs::read(&bundle).map_err(NodeError::io("copying the bundle"))?;
+    let mut bytes = std::fs::read(inbox::bundle_path(&clinic.home, &history_id))
+        .map_err(NodeError::io("copying the bundle"))?;
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
     std::fs::write(&tampered, &bytes).map_err(NodeError::io("writing the tampered copy"))?;
-    let ring = identity::unlock(&clinic.home, &pass)?;
-    let dir = root.join("tampered-opened");
-    match open_file(&clinic.home, &ring, &tampered, &dir) {
+    let tdir = root.join("tampered-opened");
+    match open_file(&clinic.home, clinic_ring, &tampered, &tdir) {
         Err(e) => {
             out.say(format!(
                 "   the clinic refuses it (exit code {}): {e}",
@@ -184,7 +360,7 @@ pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
             ));
             out.say(format!(
                 "   nothing was released: {} does not exist",
-                if dir.exists() {
+                if tdir.exists() {
                     "?"
                 } else {
                     "the output directory"
@@ -192,14 +368,14 @@ pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
             ));
         }
         Ok(_) => {
-            return Err(NodeError::io("demo check")(std::io::Error::other(
-                "a tampered bundle opened",
-            )));
+            return Err(demo_err("demo check")("a tampered bundle opened".into()));
         }
     }
 
+    rt.block_on(relay.shutdown())
+        .map_err(|e| demo_err("stopping the relay")(e.to_string()))?;
     out.say(format!(
-        "\nDone in {:.1} s. The relay (store-and-forward over QUIC) is the next step; this demo exchanged the bundle as a file.",
+        "\nDone in {:.1} s. The relay held only ciphertext, sizes, ids and receipts.",
         started.elapsed().as_secs_f64()
     ));
     if args.keep {
@@ -210,6 +386,36 @@ pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
         ));
     }
     Ok(())
+}
+
+fn ctx<'a>(p: &'a Party, ring: &'a Keyring) -> Result<SyncContext<'a>, NodeError> {
+    SyncContext::new(&p.home, ring, &NoProgress, &NoEvents)
+}
+
+fn send_one(
+    rt: &tokio::runtime::Runtime,
+    p: &Party,
+    ring: &Keyring,
+    opts: SealOptions,
+    input: &Path,
+) -> Result<String, NodeError> {
+    let c = ctx(p, ring)?;
+    match rt.block_on(sync::send(&c, &opts, &[input.to_path_buf()]))? {
+        SendOutcome::Accepted(rec) => Ok(rec.bundle_id),
+        SendOutcome::Queued { why, .. } => Err(demo_err("sending")(why)),
+    }
+}
+
+fn say_sent(out: &Out, p: &Party, id: &str, rec: &Option<outbox::OutboxRecord>) {
+    let accepted = rec
+        .as_ref()
+        .and_then(|r| r.upload.accepted_at)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "?".into());
+    out.say(format!(
+        "   {:<20} sent {id}: sealed, queued, accepted by the relay at {accepted}",
+        p.label
+    ));
 }
 
 fn party(
@@ -231,6 +437,23 @@ fn party(
         },
     })
 }
+
+const CARE_PLAN: &str = r#"{
+  "resourceType": "CarePlan",
+  "status": "active",
+  "intent": "plan",
+  "title": "Total knee arthroplasty, left",
+  "activity": [
+    { "detail": { "description": "Pre-operative assessment on arrival", "status": "scheduled" } },
+    { "detail": { "description": "Surgery, day 2; inpatient physiotherapy days 3-6", "status": "scheduled" } }
+  ]
+}
+"#;
+
+const FOLLOW_UP: &str = "Follow-up instructions\n\
+- Keep the dressing dry for 10 days.\n\
+- Physiotherapy exercises twice a day.\n\
+- Video consultation with the clinic in 2 weeks.\n";
 
 /// The IPS sample: embedded at build time, else found beside the repository.
 fn sample_ips() -> Result<Vec<u8>, NodeError> {

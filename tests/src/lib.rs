@@ -888,3 +888,7 @@ mod tests {
         assert!(r.is_err(), "a file in the output directory is detected");
     }
 }
+
+// Online exchange helpers (a real `dossier-relay` process, `send`/`sync`/`inbox`/`outbox`).
+mod online;
+pub use online::*;

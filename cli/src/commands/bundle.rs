@@ -1,9 +1,11 @@
 //! `seal` and `open`.
 
-use dossier_bundle::{BundleKind, FacilityId, Manifest, Timestamp};
+use std::path::{Path, PathBuf};
+
+use dossier_bundle::{BundleId, BundleKind, FacilityId, Manifest, Timestamp};
 use dossier_node::opening::{OpenReport, open_file};
 use dossier_node::sealing::{SealOptions, seal_to_file};
-use dossier_node::{NodeError, NodeHome, identity};
+use dossier_node::{NodeError, NodeHome, identity, inbox, outbox};
 use serde_json::json;
 
 use crate::cli::{KindArg, OpenArgs, SealArgs};
@@ -18,11 +20,7 @@ pub fn seal(home: &NodeHome, a: SealArgs) -> Result<(), NodeError> {
             .iter()
             .map(|s| FacilityId::parse(s))
             .collect::<Result<_, _>>()?,
-        kind: match a.kind {
-            KindArg::Record => BundleKind::Record,
-            KindArg::Careplan => BundleKind::Careplan,
-            KindArg::Message => BundleKind::Message,
-        },
+        kind: bundle_kind(a.kind),
         subject: a.subject,
         thread: a.thread,
         patient: a.patient,
@@ -55,11 +53,49 @@ pub fn seal(home: &NodeHome, a: SealArgs) -> Result<(), NodeError> {
     Ok(())
 }
 
+pub fn bundle_kind(k: KindArg) -> BundleKind {
+    match k {
+        KindArg::Record => BundleKind::Record,
+        KindArg::Careplan => BundleKind::Careplan,
+        KindArg::Message => BundleKind::Message,
+    }
+}
+
+/// `open` takes a file path, or the id of a bundle this node received (or sent).
+fn resolve_bundle(home: &NodeHome, arg: &Path) -> Result<PathBuf, NodeError> {
+    if arg.exists() {
+        return Ok(arg.to_path_buf());
+    }
+    let text = arg.to_string_lossy();
+    let Ok(id) = BundleId::parse(&text) else {
+        return Err(NodeError::Input {
+            arg: arg.to_path_buf(),
+            problem: "does not exist (give a bundle file, or the 32-hex-digit id of a bundle in `dossier inbox`)".into(),
+        });
+    };
+    let id = id.as_str();
+    match inbox::known(home, id)? {
+        Some(inbox::Known::Inbox(_)) => return Ok(inbox::bundle_path(home, id)),
+        Some(inbox::Known::Quarantine(q)) => {
+            return Err(NodeError::Quarantined {
+                bundle_id: id.to_owned(),
+                reason: q.reason,
+            });
+        }
+        None => {}
+    }
+    if outbox::load(home, id)?.is_some() {
+        return Ok(outbox::bundle_path(home, id));
+    }
+    Err(NodeError::UnknownBundle(id.to_owned()))
+}
+
 pub fn open(home: &NodeHome, a: OpenArgs) -> Result<(), NodeError> {
     let out = Out::new(a.json);
+    let file = resolve_bundle(home, &a.file)?;
     let pass = passphrase::existing()?;
     let ring = identity::unlock(home, &pass)?;
-    let r = open_file(home, &ring, &a.file, &a.output)?;
+    let r = open_file(home, &ring, &file, &a.output)?;
     let m = &r.manifest;
     out.say(format!(
         "Opened bundle {} ({})",

@@ -4,6 +4,9 @@
 mod bundle;
 mod contacts;
 mod identity;
+mod mailbox;
+mod online;
+mod progress;
 
 use dossier_node::{NodeError, NodeHome};
 
@@ -22,6 +25,12 @@ pub fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Contacts { command } => contacts::run(&home, command),
         Command::Seal(a) => bundle::seal(&home, a),
         Command::Open(a) => bundle::open(&home, a),
+        Command::Relay { command } => online::relay(&home, command),
+        Command::Send(a) => online::send(&home, a),
+        Command::Sync(a) => online::sync(&home, a),
+        Command::Inbox(a) => mailbox::inbox(&home, a),
+        Command::Outbox(a) => mailbox::outbox(&home, a),
+        Command::Status(a) => mailbox::status(&home, a),
         Command::Demo(_) => unreachable!("handled above"),
     }
 }

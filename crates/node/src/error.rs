@@ -127,6 +127,45 @@ pub enum NodeError {
     /// Refused without explicit confirmation.
     #[error("{0}")]
     NeedsConfirmation(&'static str),
+    /// No relay configured yet.
+    #[error(
+        "no relay is configured for this node; run `dossier relay set ADDR --pin PIN` with the address and pin your relay's operator gave you (or use `dossier seal` for an offline file)"
+    )]
+    NoRelay,
+    /// A relay address or pin typed by the user is malformed.
+    #[error("the relay {what} is not valid: {problem}")]
+    BadRelaySetting {
+        /// `address` or `pin`.
+        what: &'static str,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// Talking to the relay failed.
+    #[error(transparent)]
+    Relay(#[from] crate::relay_client::RelayError),
+    /// `send` could not hand the bundle to the relay because the relay refused.
+    #[error("{source}\nBundle {bundle_id} was NOT accepted by the relay. {next}")]
+    SendRefused {
+        /// The queued bundle.
+        bundle_id: String,
+        /// Why.
+        source: crate::relay_client::RelayError,
+        /// What happens to the bundle and what to do.
+        next: &'static str,
+    },
+    /// No such bundle in the inbox or outbox.
+    #[error(
+        "no bundle {0} in this node's inbox or outbox; list them with `dossier inbox` and `dossier outbox` (or give the path of a bundle file)"
+    )]
+    UnknownBundle(String),
+    /// The bundle was quarantined when it arrived.
+    #[error("bundle {bundle_id} was quarantined when it arrived and is not opened: {reason}")]
+    Quarantined {
+        /// The bundle.
+        bundle_id: String,
+        /// Why it was quarantined (no record content).
+        reason: String,
+    },
 }
 
 impl NodeError {
@@ -149,7 +188,10 @@ impl NodeError {
                 ExitClass::PinMismatch
             }
             NodeError::Card(CardError::BadSignature) => ExitClass::Verification,
-            NodeError::Id(_) | NodeError::NeedsConfirmation(_) => ExitClass::Usage,
+            NodeError::Id(_)
+            | NodeError::NeedsConfirmation(_)
+            | NodeError::BadRelaySetting { .. } => ExitClass::Usage,
+            NodeError::Quarantined { .. } => ExitClass::Verification,
             _ => ExitClass::Error,
         }
     }

@@ -6,6 +6,12 @@
 //!   card.json        this node's current public card
 //!   cards/KEYID.json this node's earlier cards (after `key rotate`), to check old bundles
 //!   contacts.json    pinned contacts
+//!   relay.json       the relay's address and pin, the overdue window (`dossier relay set`)
+//!   sync.json        position in the relay's receipt log
+//!   outbox/          sent bundles (ciphertext) and their delivery records (see `outbox`)
+//!   inbox/           verified received bundles (ciphertext) and records; incoming/ holds
+//!                    downloads in progress (see `inbox`)
+//!   quarantine/      received bundles that failed verification, with the reason
 //! ```
 
 use std::path::{Path, PathBuf};

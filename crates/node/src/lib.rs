@@ -5,6 +5,12 @@
 //! sealing from files and directories, and opening into a directory so that nothing appears
 //! in it unless every check passed. Every file it writes goes through [`fsutil`]
 //! (temporary file, fsync, rename, fsync the directory; mode 0600).
+//!
+//! Online exchange: [`relay_config`] pins the relay, [`relay_client`] speaks the relay
+//! protocol over QUIC (TLS checked by [`relay_tls`]), [`outbox`] and [`inbox`] hold what was
+//! sent and received with their delivery state, and [`sync`] moves bundles between them and
+//! the relay: nothing enters the inbox unverified, nothing is acknowledged before it is
+//! durable here, and every state file is written atomically.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -14,8 +20,16 @@ pub mod error;
 pub mod fsutil;
 pub mod home;
 pub mod identity;
+pub mod inbox;
 pub mod opening;
+pub mod outbox;
+pub mod relay_client;
+pub mod relay_config;
+pub mod relay_error;
+pub mod relay_tls;
 pub mod sealing;
+pub mod statefile;
+pub mod sync;
 
 pub use contacts::{AddOutcome, ContactBook, PinnedContact};
 pub use error::{ExitClass, NodeError};

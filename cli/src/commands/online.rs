@@ -1,0 +1,364 @@
+//! `relay set|show`, `send` and `sync`: the online exchange through the pinned relay.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dossier_bundle::FacilityId;
+use dossier_node::outbox::OutboxRecord;
+use dossier_node::relay_client::runtime;
+use dossier_node::relay_config::{self, RelayConfig};
+use dossier_node::sealing::SealOptions;
+use dossier_node::sync::{self, SendOutcome, SyncContext, SyncEvent, SyncEvents};
+use dossier_node::{NodeError, NodeHome, identity, outbox};
+use serde_json::json;
+
+use super::bundle::bundle_kind;
+use super::progress::TerminalProgress;
+use crate::cli::{RelayCommand, SendArgs, SyncArgs};
+use crate::output::Out;
+use crate::passphrase;
+
+pub fn relay(home: &NodeHome, cmd: RelayCommand) -> Result<(), NodeError> {
+    match cmd {
+        RelayCommand::Set {
+            addr,
+            pin,
+            overdue_after,
+        } => {
+            let cfg = relay_config::set(home, &addr, &pin, overdue_after)?;
+            let out = Out::new(false);
+            out.say(format!(
+                "Relay set to {}, pinned to {}.",
+                cfg.address, cfg.pin
+            ));
+            out.say("This node will refuse any relay at that address whose key does not match the pin. Make sure the pin came from the relay's operator over a trusted channel.");
+            out.say(format!(
+                "Bundles without a delivery receipt after {} s are flagged overdue.",
+                cfg.overdue_after_secs
+            ));
+        }
+        RelayCommand::Show { json } => {
+            let out = Out::new(json);
+            let cfg = RelayConfig::require(home)?;
+            out.say(format!("relay    {}", cfg.address));
+            out.say(format!("pin      {}", cfg.pin));
+            out.say(format!("overdue  after {} s", cfg.overdue_after_secs));
+            out.json(&json!({
+                "address": cfg.address,
+                "pin": cfg.pin,
+                "overdue_after_secs": cfg.overdue_after_secs,
+                "connect_timeout_secs": cfg.connect_timeout_secs,
+            }));
+        }
+    }
+    Ok(())
+}
+
+pub fn send(home: &NodeHome, a: SendArgs) -> Result<(), NodeError> {
+    let out = Out::new(a.json);
+    let opts = SealOptions {
+        to: a
+            .to
+            .iter()
+            .map(|s| FacilityId::parse(s))
+            .collect::<Result<_, _>>()?,
+        kind: bundle_kind(a.kind),
+        subject: a.subject,
+        thread: a.thread,
+        patient: a.patient,
+    };
+    // Fail before sealing if there is nowhere to send to.
+    RelayConfig::require(home)?;
+    identity::my_card(home)?;
+    let pass = passphrase::existing()?;
+    let ring = identity::unlock(home, &pass)?;
+    let progress = TerminalProgress::new();
+    let events = Printer::new(out, false);
+    let ctx = SyncContext::new(home, &ring, &progress, &events)?;
+    let rt = runtime().map_err(NodeError::io("starting the network runtime"))?;
+    let outcome = rt.block_on(sync::send(&ctx, &opts, &a.paths))?;
+    match outcome {
+        SendOutcome::Accepted(rec) => {
+            let at = rec
+                .upload
+                .accepted_at
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            out.say(format!(
+                "Sent bundle {} ({}, {} part(s), {} bytes) to {}: accepted by the relay at {at}.",
+                rec.bundle_id,
+                rec.kind.as_str(),
+                rec.parts,
+                rec.bytes,
+                rec.to.join(", ")
+            ));
+            out.say(format!(
+                "Delivery receipts arrive with `dossier sync`; `dossier status {}` shows them.",
+                rec.bundle_id
+            ));
+            out.json(&send_json(&rec, "accepted", None));
+        }
+        SendOutcome::Queued { record, why } => {
+            out.say(format!(
+                "Bundle {} is queued in the outbox, NOT yet accepted by the relay: {why}",
+                record.bundle_id
+            ));
+            out.say("It is stored safely and survives a restart; run `dossier sync` to upload it once the relay is reachable.");
+            out.json(&send_json(&record, "queued", Some(&why)));
+        }
+    }
+    Ok(())
+}
+
+fn send_json(rec: &OutboxRecord, state: &str, why: Option<&str>) -> serde_json::Value {
+    json!({
+        "bundle_id": rec.bundle_id,
+        "state": state,
+        "to": rec.to,
+        "kind": rec.kind.as_str(),
+        "created_at": rec.created_at.to_string(),
+        "queued_at": rec.queued_at.to_string(),
+        "accepted_at": rec.upload.accepted_at.map(|t| t.to_string()),
+        "length": rec.length,
+        "ciphertext_sha256": rec.ciphertext_sha256,
+        "not_accepted_because": why,
+    })
+}
+
+pub fn sync(home: &NodeHome, a: SyncArgs) -> Result<(), NodeError> {
+    let out = Out::new(a.json);
+    RelayConfig::require(home)?;
+    let pass = passphrase::existing()?;
+    let ring = identity::unlock(home, &pass)?;
+    let progress = TerminalProgress::new();
+    let events = Printer::new(out, true);
+    let ctx = SyncContext::new(home, &ring, &progress, &events)?;
+    let rt = runtime().map_err(NodeError::io("starting the network runtime"))?;
+    if a.watch {
+        out.say(format!(
+            "Watching {} (new mail is fetched as it arrives; periodic sync every {} s). Ctrl-C to stop.",
+            ctx.relay.address, a.interval
+        ));
+        rt.block_on(sync::watch(
+            &ctx,
+            Duration::from_secs(a.interval.max(1)),
+            shutdown_signal(),
+        ))?;
+        out.say("Stopped.");
+        return Ok(());
+    }
+    let result = rt.block_on(sync::sync_once(&ctx));
+    if let Err(e) = result {
+        let pending = outbox::list(home)?
+            .iter()
+            .filter(|r| r.needs_upload())
+            .count();
+        if pending > 0 {
+            eprintln!(
+                "{pending} bundle(s) remain queued in the outbox, NOT accepted by the relay; they are kept and retried by the next `dossier sync`."
+            );
+        }
+        return Err(e);
+    }
+    summary(home, out, &ctx.relay, &events)?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn summary(
+    home: &NodeHome,
+    out: Out,
+    relay: &RelayConfig,
+    events: &Printer,
+) -> Result<(), NodeError> {
+    let seen = events.take();
+    let now = dossier_bundle::Timestamp::now();
+    let records = outbox::list(home)?;
+    let waiting_upload = records.iter().filter(|r| r.needs_upload()).count();
+    let awaiting = records
+        .iter()
+        .filter(|r| !r.needs_upload() && r.recipients.iter().any(|x| !x.state.is_final()))
+        .count();
+    let overdue: Vec<&str> = records
+        .iter()
+        .filter(|r| r.overdue(now, relay.overdue_after_secs))
+        .map(|r| r.bundle_id.as_str())
+        .collect();
+    let count = |f: fn(&SyncEvent) -> bool| seen.iter().filter(|e| f(e)).count();
+    out.say(format!(
+        "Sync done: {} uploaded, {} received, {} quarantined, {} receipt(s). Outbox: {waiting_upload} waiting for the relay, {awaiting} awaiting receipts, {} overdue.",
+        count(|e| matches!(e, SyncEvent::Uploaded { .. })),
+        count(|e| matches!(e, SyncEvent::Received { .. })),
+        count(|e| matches!(e, SyncEvent::Quarantined { .. })),
+        count(|e| matches!(e, SyncEvent::Receipt { .. })),
+        overdue.len()
+    ));
+    let mut doc = json!({
+        "uploaded": [], "received": [], "quarantined": [], "duplicates": [],
+        "receipts": [], "deferred": [], "warnings": [],
+        "outbox": {"waiting_for_relay": waiting_upload, "awaiting_receipts": awaiting, "overdue": overdue},
+    });
+    for e in &seen {
+        let (key, value) = match e {
+            SyncEvent::Uploaded {
+                bundle_id,
+                accepted_at,
+                sent,
+            } => (
+                "uploaded",
+                json!({"bundle_id": bundle_id, "accepted_at": accepted_at.to_string(), "bytes_sent": sent}),
+            ),
+            SyncEvent::Received {
+                bundle_id,
+                from,
+                kind,
+                length,
+                resumed_from,
+            } => (
+                "received",
+                json!({"bundle_id": bundle_id, "from": from, "kind": kind, "length": length, "resumed_from": resumed_from}),
+            ),
+            SyncEvent::Quarantined {
+                bundle_id,
+                relay_from,
+                reason,
+            } => (
+                "quarantined",
+                json!({"bundle_id": bundle_id, "from": relay_from, "reason": reason}),
+            ),
+            SyncEvent::Duplicate { bundle_id } => ("duplicates", json!(bundle_id)),
+            SyncEvent::Receipt {
+                bundle_id,
+                recipient,
+                state,
+                at,
+            } => (
+                "receipts",
+                json!({"bundle_id": bundle_id, "recipient": recipient, "state": state.as_str(), "at": at.to_string()}),
+            ),
+            SyncEvent::UploadDeferred { bundle_id, error }
+            | SyncEvent::UploadRefused { bundle_id, error }
+            | SyncEvent::DownloadDeferred { bundle_id, error } => {
+                ("deferred", json!({"bundle_id": bundle_id, "error": error}))
+            }
+            SyncEvent::Warning(w) => ("warnings", json!(w)),
+            _ => continue,
+        };
+        if let Some(list) = doc[key].as_array_mut() {
+            list.push(value);
+        }
+    }
+    out.json(&doc);
+    Ok(())
+}
+
+/// Prints each event as it happens (and keeps them for the summary).
+struct Printer {
+    out: Out,
+    verbose_connect: bool,
+    seen: Mutex<Vec<SyncEvent>>,
+}
+
+impl Printer {
+    fn new(out: Out, verbose_connect: bool) -> Self {
+        Self {
+            out,
+            verbose_connect,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Vec<SyncEvent> {
+        self.seen
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+}
+
+impl SyncEvents for Printer {
+    fn event(&self, e: SyncEvent) {
+        let line = match &e {
+            SyncEvent::Connected { address } if self.verbose_connect => {
+                Some(format!("connected to the relay at {address} (pin checked)"))
+            }
+            SyncEvent::Connected { .. } => None,
+            SyncEvent::Uploaded {
+                bundle_id,
+                accepted_at,
+                sent,
+            } => Some(format!(
+                "uploaded     {bundle_id}  accepted by the relay at {accepted_at} ({sent} bytes sent)"
+            )),
+            SyncEvent::UploadDeferred { bundle_id, error } => {
+                Some(format!("not uploaded {bundle_id}  still queued: {error}"))
+            }
+            SyncEvent::UploadRefused { bundle_id, error } => Some(format!(
+                "REFUSED      {bundle_id}  the relay will not take it: {error}"
+            )),
+            SyncEvent::Received {
+                bundle_id,
+                from,
+                kind,
+                length,
+                resumed_from,
+            } => Some(format!(
+                "received     {bundle_id}  {kind} from {from}, {length} bytes{}: verified, in the inbox",
+                if *resumed_from > 0 {
+                    format!(" (resumed after {resumed_from})")
+                } else {
+                    String::new()
+                }
+            )),
+            SyncEvent::Quarantined {
+                bundle_id,
+                relay_from,
+                reason,
+            } => Some(format!(
+                "QUARANTINED  {bundle_id}  deposited by {relay_from}, not opened: {reason}"
+            )),
+            SyncEvent::Duplicate { bundle_id } => Some(format!(
+                "duplicate    {bundle_id}  already received; acknowledged again, not stored twice"
+            )),
+            SyncEvent::DownloadDeferred { bundle_id, error } => {
+                Some(format!("not fetched  {bundle_id}  {error}"))
+            }
+            SyncEvent::Receipt {
+                bundle_id,
+                recipient,
+                state,
+                at,
+            } => Some(format!(
+                "receipt      {bundle_id}  {recipient}: {} at {at}",
+                state.as_str()
+            )),
+            SyncEvent::Warning(w) => Some(format!("warning: {w}")),
+            SyncEvent::Reconnecting { in_secs, error } => Some(format!(
+                "relay unavailable ({error}); trying again in {in_secs} s"
+            )),
+            _ => None,
+        };
+        if let Some(line) = line {
+            self.out.say(line);
+        }
+        if let Ok(mut v) = self.seen.lock() {
+            v.push(e);
+        }
+    }
+}
