@@ -99,7 +99,7 @@ fn locate_dossier_bin() -> PathBuf {
     bin
 }
 
-/// A source file of the binary (cli/, crates/bundle, crates/node) modified after `bin`.
+/// A source file of the binary (cli/, relay/, crates/*) modified after `bin`.
 fn source_newer_than(bin: &Path) -> Option<PathBuf> {
     fn newest(path: &Path, best: &mut Option<(std::time::SystemTime, PathBuf)>) {
         let Ok(meta) = fs::metadata(path) else { return };
@@ -120,7 +120,7 @@ fn source_newer_than(bin: &Path) -> Option<PathBuf> {
     let built = fs::metadata(bin).and_then(|m| m.modified()).ok()?;
     let root = workspace_root();
     let mut best = None;
-    for dir in ["cli", "crates/bundle", "crates/node"] {
+    for dir in ["cli", "relay", "crates/bundle", "crates/node", "crates/wire"] {
         for sub in ["src", "Cargo.toml", "build.rs"] {
             newest(&root.join(dir).join(sub), &mut best);
         }
