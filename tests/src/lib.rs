@@ -109,7 +109,9 @@ fn source_newer_than(bin: &Path) -> Option<PathBuf> {
                     newest(&e.path(), best);
                 }
             }
-        } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            // Only sources: an edited Cargo.toml that changes nothing is not relinked by
+            // cargo, so its newer mtime would be a false alarm.
             if let Ok(m) = meta.modified() {
                 if best.as_ref().is_none_or(|(t, _)| m > *t) {
                     *best = Some((m, path.to_path_buf()));
@@ -120,8 +122,14 @@ fn source_newer_than(bin: &Path) -> Option<PathBuf> {
     let built = fs::metadata(bin).and_then(|m| m.modified()).ok()?;
     let root = workspace_root();
     let mut best = None;
-    for dir in ["cli", "relay", "crates/bundle", "crates/node", "crates/wire"] {
-        for sub in ["src", "Cargo.toml", "build.rs"] {
+    for dir in [
+        "cli",
+        "relay",
+        "crates/bundle",
+        "crates/node",
+        "crates/wire",
+    ] {
+        for sub in ["src", "build.rs"] {
             newest(&root.join(dir).join(sub), &mut best);
         }
     }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use dossier_tests::*;
 
-const BIG: usize = 128 * 1024 * 1024;
+/// The issue asks for a 200 MiB transfer interrupted mid-way.
+const BIG: usize = 200 * 1024 * 1024;
 /// Kill the relay once this much has moved.
 const CUT_AT: u64 = 8 * 1024 * 1024;
 
