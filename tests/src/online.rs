@@ -353,3 +353,67 @@ fn json_array(out: Outcome) -> Vec<serde_json::Value> {
         other => panic!("expected a JSON array: {other}\n{}", out.describe()),
     }
 }
+
+impl RelayProcess {
+    /// `init` with a given listen address and extra `init` options (e.g.
+    /// `--retention-days 0.00002 --expiry-check-secs 1`).
+    pub fn init_with(lab: &Lab, listen: &str, extra: &[&str]) -> Self {
+        let data = lab.fresh_path("relay-data");
+        let log = lab.fresh_path("relay-log");
+        let mut cmd = Command::new(relay_bin());
+        cmd.arg("init")
+            .arg("--data")
+            .arg(&data)
+            .args(["--listen", listen, "--json"])
+            .args(extra);
+        let out = run_command(cmd);
+        out.ok();
+        let doc = out.json();
+        let pin = doc["pin"]
+            .as_str()
+            .unwrap_or_else(|| panic!("init --json has a pin\n{}", out.describe()))
+            .to_owned();
+        let listen = doc["listen"].as_str().unwrap_or(listen).to_owned();
+        Self {
+            data,
+            pin,
+            listen,
+            addr: None,
+            log,
+            child: None,
+        }
+    }
+
+    /// The names of the files in `DATA/blobs` (stored ciphertext bodies, one per bundle).
+    pub fn blob_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.data.join("blobs"))
+            .map(|it| {
+                it.flatten()
+                    .filter(|e| e.path().is_file())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+impl Node {
+    /// Sets `connect_timeout_secs` in the node's `relay.json` (written by `relay set`), so a
+    /// test that queues with the relay down does not wait the default time-out per command.
+    pub fn set_connect_timeout(&self, secs: u64) {
+        let path = self.home.join("relay.json");
+        let text = fs::read_to_string(&path).expect("relay.json (run `relay set` first)");
+        let mut doc: serde_json::Value = serde_json::from_str(&text).expect("relay.json is JSON");
+        doc["connect_timeout_secs"] = serde_json::Value::from(secs);
+        fs::write(&path, doc.to_string()).expect("writing relay.json");
+    }
+}
+
+impl RelayProcess {
+    /// The process id of the running `serve` (for reading `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
