@@ -162,15 +162,16 @@ pub enum KindArg {
     Message,
 }
 
+/// What `seal` and `send` share: recipients, kind, subject, thread, patient.
 #[derive(Debug, Args)]
-pub struct SealArgs {
+pub struct BundleArgs {
     /// Recipient contact id (repeat for several).
     #[arg(long = "to", value_name = "ID", required = true)]
     pub to: Vec<String>,
     /// What the bundle carries.
     #[arg(long, value_enum, default_value = "record")]
     pub kind: KindArg,
-    /// Subject line (encrypted; never leaves the bundle in clear).
+    /// Subject line (encrypted: it travels only inside the bundle; the sender's outbox keeps a copy).
     #[arg(long)]
     pub subject: Option<String>,
     /// Conversation thread id.
@@ -179,6 +180,13 @@ pub struct SealArgs {
     /// Patient reference such as an MRN (encrypted).
     #[arg(long)]
     pub patient: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// Recipients and what the bundle is about.
+    #[command(flatten)]
+    pub bundle: BundleArgs,
     /// The bundle file to create.
     #[arg(short = 'o', long = "output", value_name = "OUT.dossier")]
     pub output: PathBuf,
@@ -235,21 +243,9 @@ pub enum RelayCommand {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Recipient contact id (repeat for several).
-    #[arg(long = "to", value_name = "ID", required = true)]
-    pub to: Vec<String>,
-    /// What the bundle carries.
-    #[arg(long, value_enum, default_value = "record")]
-    pub kind: KindArg,
-    /// Subject line (encrypted; stays in this node's outbox and the bundle).
-    #[arg(long)]
-    pub subject: Option<String>,
-    /// Conversation thread id.
-    #[arg(long)]
-    pub thread: Option<String>,
-    /// Patient reference such as an MRN (encrypted).
-    #[arg(long)]
-    pub patient: Option<String>,
+    /// Recipients and what the bundle is about.
+    #[command(flatten)]
+    pub bundle: BundleArgs,
     /// Files and directories to seal.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,

@@ -8,23 +8,13 @@ use dossier_node::sealing::{SealOptions, seal_to_file};
 use dossier_node::{NodeError, NodeHome, identity, inbox, outbox};
 use serde_json::json;
 
-use crate::cli::{KindArg, OpenArgs, SealArgs};
+use crate::cli::{BundleArgs, KindArg, OpenArgs, SealArgs};
 use crate::output::Out;
 use crate::passphrase;
 
 pub fn seal(home: &NodeHome, a: SealArgs) -> Result<(), NodeError> {
     let out = Out::new(a.json);
-    let opts = SealOptions {
-        to: a
-            .to
-            .iter()
-            .map(|s| FacilityId::parse(s))
-            .collect::<Result<_, _>>()?,
-        kind: bundle_kind(a.kind),
-        subject: a.subject,
-        thread: a.thread,
-        patient: a.patient,
-    };
+    let opts = seal_options(a.bundle)?;
     let me = identity::my_card(home)?;
     let pass = passphrase::existing()?;
     let ring = identity::unlock(home, &pass)?;
@@ -51,6 +41,21 @@ pub fn seal(home: &NodeHome, a: SealArgs) -> Result<(), NodeError> {
         "output": a.output,
     }));
     Ok(())
+}
+
+/// The seal options `seal` and `send` both take.
+pub fn seal_options(b: BundleArgs) -> Result<SealOptions, NodeError> {
+    Ok(SealOptions {
+        to: b
+            .to
+            .iter()
+            .map(|s| FacilityId::parse(s))
+            .collect::<Result<_, _>>()?,
+        kind: bundle_kind(b.kind),
+        subject: b.subject,
+        thread: b.thread,
+        patient: b.patient,
+    })
 }
 
 pub fn bundle_kind(k: KindArg) -> BundleKind {

@@ -3,16 +3,14 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dossier_bundle::FacilityId;
 use dossier_node::outbox::OutboxRecord;
 use dossier_node::relay_client::runtime;
 use dossier_node::relay_config::{self, RelayConfig};
-use dossier_node::sealing::SealOptions;
 use dossier_node::sync::{self, SendOutcome, SyncContext, SyncEvent, SyncEvents};
 use dossier_node::{NodeError, NodeHome, identity, outbox};
 use serde_json::json;
 
-use super::bundle::bundle_kind;
+use super::bundle::seal_options;
 use super::progress::TerminalProgress;
 use crate::cli::{RelayCommand, SendArgs, SyncArgs};
 use crate::output::Out;
@@ -56,17 +54,7 @@ pub fn relay(home: &NodeHome, cmd: RelayCommand) -> Result<(), NodeError> {
 
 pub fn send(home: &NodeHome, a: SendArgs) -> Result<(), NodeError> {
     let out = Out::new(a.json);
-    let opts = SealOptions {
-        to: a
-            .to
-            .iter()
-            .map(|s| FacilityId::parse(s))
-            .collect::<Result<_, _>>()?,
-        kind: bundle_kind(a.kind),
-        subject: a.subject,
-        thread: a.thread,
-        patient: a.patient,
-    };
+    let opts = seal_options(a.bundle)?;
     // Fail before sealing if there is nowhere to send to.
     RelayConfig::require(home)?;
     identity::my_card(home)?;
