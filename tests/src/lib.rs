@@ -898,5 +898,6 @@ mod tests {
 }
 
 // Online exchange helpers (a real `dossier-relay` process, `send`/`sync`/`inbox`/`outbox`).
+pub mod measure;
 mod online;
 pub use online::*;

@@ -21,8 +21,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
+
+use dossier_tests::measure::{Measurement, measure, measure_child};
 
 const PASSPHRASE: &str = "benchmark passphrase";
 
@@ -248,60 +249,6 @@ fn median_of(repeat: usize, make: impl Fn() -> Command) -> Measurement {
     let mut runs: Vec<Measurement> = (0..repeat).map(|_| measure(&mut make())).collect();
     runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     runs.swap_remove(runs.len() / 2)
-}
-
-struct Measurement {
-    seconds: f64,
-    max_rss_kib: u64,
-}
-
-/// Runs `cmd` under a fresh `--measure` wrapper and parses its report.
-fn measure(cmd: &mut Command) -> Measurement {
-    let me = std::env::current_exe().expect("own path");
-    let mut wrapper = Command::new(me);
-    wrapper.arg("--measure").arg(cmd.get_program());
-    wrapper.args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            wrapper.env(k, v);
-        }
-    }
-    let out = wrapper
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run measure wrapper");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.split_whitespace();
-    let (Some(secs), Some(rss)) = (parts.next(), parts.next()) else {
-        panic!("measurement failed: {text}");
-    };
-    Measurement {
-        seconds: secs.parse().expect("seconds"),
-        max_rss_kib: rss.parse().expect("rss"),
-    }
-}
-
-/// `--measure CMD ARGS...`: run the command, then print "seconds max_rss_kib".
-fn measure_child(cmd: &[String]) {
-    let start = Instant::now();
-    let status = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("spawn");
-    let seconds = start.elapsed().as_secs_f64();
-    if !status.status.success() {
-        eprintln!(
-            "{} failed: {}",
-            cmd[0],
-            String::from_utf8_lossy(&status.stderr)
-        );
-        std::process::exit(1);
-    }
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .expect("getrusage");
-    println!("{seconds} {}", usage.max_rss());
 }
 
 struct Peers {

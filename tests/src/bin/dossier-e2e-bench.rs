@@ -27,6 +27,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dossier_tests::measure::{Measurement, measure, measure_child};
 use dossier_tests::*;
 
 fn main() {
@@ -133,12 +134,6 @@ fn main() {
         println!();
         small_bundles(small);
     }
-}
-
-/// One timed command.
-struct Measurement {
-    seconds: f64,
-    max_rss_kib: u64,
 }
 
 /// Results of the large transfer.
@@ -451,56 +446,6 @@ fn names_under(dir: &Path) -> Vec<String> {
 
 // ---------------------------------------------------------------------------------------------
 // Measuring
-
-/// Runs `cmd` under a fresh `--measure` wrapper and parses its report.
-fn measure(cmd: &mut Command) -> Measurement {
-    let me = std::env::current_exe().expect("own path");
-    let mut wrapper = Command::new(me);
-    wrapper.arg("--measure").arg(cmd.get_program());
-    wrapper.args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            wrapper.env(k, v);
-        }
-    }
-    let out = wrapper
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run measure wrapper");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.split_whitespace();
-    let (Some(secs), Some(rss)) = (parts.next(), parts.next()) else {
-        panic!("measurement failed: {text}");
-    };
-    Measurement {
-        seconds: secs.parse().expect("seconds"),
-        max_rss_kib: rss.parse().expect("rss"),
-    }
-}
-
-/// `--measure CMD ARGS...`: run the command, then print "seconds max_rss_kib".
-fn measure_child(cmd: &[String]) {
-    let start = Instant::now();
-    let out = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("spawn");
-    let seconds = start.elapsed().as_secs_f64();
-    // `send` with the relay down exits 0 with the bundle queued; any failure is fatal.
-    if !out.status.success() {
-        eprintln!(
-            "{} failed: {}",
-            cmd[0],
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::process::exit(1);
-    }
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .expect("getrusage");
-    println!("{seconds} {}", usage.max_rss());
-}
 
 /// `VmHWM` (peak resident set) of a running process, in KiB (0 if unreadable).
 fn vm_hwm_kib(pid: u32) -> u64 {
