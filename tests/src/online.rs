@@ -417,3 +417,23 @@ impl RelayProcess {
         self.child.as_ref().map(Child::id)
     }
 }
+
+/// Starts `dossier ARGS` for `node` in the background, output captured.
+pub fn spawn_dossier(node: &Node, args: &[&str]) -> Child {
+    let mut cmd = node.command(args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("spawning dossier")
+}
+
+/// Waits for a command started with [`spawn_dossier`]; `label` names it in assertions.
+pub fn finish_spawned(child: Child, label: &str) -> Outcome {
+    let out = child.wait_with_output().expect("waiting for dossier");
+    Outcome {
+        command: label.into(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

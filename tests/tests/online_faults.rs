@@ -5,7 +5,6 @@
 //! both have it.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use dossier_tests::*;
@@ -13,24 +12,6 @@ use serde_json::Value;
 
 /// How many bundles the crash test queues.
 const BATCH: usize = 20;
-
-fn spawn(node: &Node, args: &[&str]) -> Child {
-    let mut cmd = node.command(args);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.spawn().expect("spawning dossier")
-}
-
-fn finish(child: Child) -> Outcome {
-    let out = child.wait_with_output().expect("waiting for dossier");
-    Outcome {
-        command: "dossier sync (spawned)".into(),
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn ids_in(list: &[Value]) -> Vec<String> {
     list.iter()
@@ -70,7 +51,7 @@ fn relay_killed_during_a_batch_then_restarted_delivers_every_bundle_exactly_once
     // Start the relay, upload, and SIGKILL the relay once some deposits are durable.
     relay.start();
     assert_eq!(relay.address(), addr);
-    let mut sync = spawn(&coordinator, &["sync", "--json"]);
+    let mut sync = spawn_dossier(&coordinator, &["sync", "--json"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen_at_kill = 0;
     while Instant::now() < deadline {
@@ -81,7 +62,7 @@ fn relay_killed_during_a_batch_then_restarted_delivers_every_bundle_exactly_once
         std::thread::sleep(Duration::from_millis(1));
     }
     relay.kill();
-    let first = finish(sync);
+    let first = finish_spawned(sync, "dossier sync (spawned)");
     assert!(
         seen_at_kill < BATCH,
         "the batch finished before the relay could be killed ({seen_at_kill} stored)\n{}",

@@ -4,7 +4,7 @@
 //! byte-identical exactly once.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use dossier_tests::*;
@@ -42,24 +42,6 @@ fn wait_for_partial(dir: &Path, child: &mut Child) -> bool {
     false
 }
 
-fn spawn(node: &Node, args: &[&str]) -> Child {
-    let mut cmd = node.command(args);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.spawn().expect("spawning dossier")
-}
-
-fn finish(child: Child) -> Outcome {
-    let out = child.wait_with_output().expect("waiting for dossier");
-    Outcome {
-        command: "dossier (spawned)".into(),
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[test]
 fn a_large_transfer_cut_twice_by_relay_crashes_resumes_and_arrives_once() {
     let lab = Lab::new();
@@ -80,13 +62,13 @@ fn a_large_transfer_cut_twice_by_relay_crashes_resumes_and_arrives_once() {
 
     // 1. The relay dies while the upload is under way: `send` leaves the bundle queued.
     let input_arg = input.to_str().unwrap();
-    let mut send = spawn(
+    let mut send = spawn_dossier(
         &coordinator,
         &["send", "--to", CLINIC_ID, "--json", input_arg],
     );
     let cut = wait_for_partial(&relay.data.join("incoming"), &mut send);
     relay.kill();
-    let sent = finish(send);
+    let sent = finish_spawned(send, "dossier (spawned)");
     assert!(
         cut,
         "the upload finished before it could be interrupted (machine too fast for this test?)\n{}",
@@ -111,10 +93,10 @@ fn a_large_transfer_cut_twice_by_relay_crashes_resumes_and_arrives_once() {
 
     // 3. The relay dies while the clinic downloads: its partial file stays.
     let incoming = clinic.home.join("inbox").join("incoming");
-    let mut sync = spawn(&clinic, &["sync", "--json"]);
+    let mut sync = spawn_dossier(&clinic, &["sync", "--json"]);
     let cut = wait_for_partial(&incoming, &mut sync);
     relay.kill();
-    let first = finish(sync);
+    let first = finish_spawned(sync, "dossier (spawned)");
     assert!(
         cut,
         "the download finished before it could be interrupted\n{}",
