@@ -15,6 +15,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
 
+    /// Who is running this command, recorded in the audit trail (default:
+    /// $DOSSIER_OPERATOR, else the OS user).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub operator: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,6 +42,8 @@ impl Cli {
             Command::Sync(a) => a.json,
             Command::Inbox(a) | Command::Outbox(a) => a.json,
             Command::Status(a) => a.json,
+            Command::Audit(a) => a.json,
+            Command::Disclosures(a) => a.json,
             _ => false,
         }
     }
@@ -79,6 +86,46 @@ pub enum Command {
     Status(StatusArgs),
     /// Run a complete exchange between three parties in a temporary directory.
     Demo(DemoArgs),
+    /// List this node's tamper-evident audit trail, verify it, or print its head.
+    Audit(AuditArgs),
+    /// Account for disclosures: what left this node about a patient, or to a facility.
+    Disclosures(DisclosuresArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DisclosuresArgs {
+    /// Every bundle about this patient reference that left this node.
+    #[arg(long, value_name = "REF", required_unless_present = "to", conflicts_with = "to")]
+    pub patient: Option<String>,
+    /// Every bundle sent to this facility, grouped by patient (e.g. after its key leaked).
+    #[arg(long, value_name = "FACILITY")]
+    pub to: Option<String>,
+    /// Only bundles sealed on or after DATE (YYYY-MM-DD, UTC).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Also deliver the accounting to the patient's own node (its contact id) as a bundle.
+    #[arg(long, value_name = "ID", requires = "patient")]
+    pub send_to_patient: Option<String>,
+    /// Print the accounting as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    /// Print the entries (or the verification result) as JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain and its anchor; exit 3 naming the first bad entry.
+    Verify,
+    /// Print the current head (seq and hash) for an auditor's records.
+    Head,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use dossier_bundle::card::CardDetails;
 use dossier_bundle::{BundleKind, CountryCode, FacilityId, Keyring, PartyKind, Timestamp};
+use dossier_node::audit::{Actor, Operator};
 use dossier_node::opening::open_file;
 use dossier_node::relay_client::{NoProgress, runtime};
 use dossier_node::relay_config::RelayConfig;
@@ -33,6 +34,8 @@ struct Party {
     label: &'static str,
     home: NodeHome,
     details: CardDetails,
+    /// The person acting at this node (recorded in its audit trail).
+    actor: Actor,
 }
 
 fn demo_err(what: &str) -> impl FnOnce(String) -> NodeError + '_ {
@@ -171,6 +174,8 @@ pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
             subject: Some("Treatment history before knee replacement".into()),
             thread: Some("knee-2026".into()),
             patient: Some("MRN-0042".into()),
+            redacted: false,
+            overrides: Vec::new(),
         },
         &history,
     )?;
@@ -206,6 +211,8 @@ pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
             subject: Some("Care plan: total knee arthroplasty".into()),
             thread: Some("knee-2026".into()),
             patient: Some("MRN-0042".into()),
+            redacted: false,
+            overrides: Vec::new(),
         },
         &care_plan,
     )?;
@@ -224,6 +231,8 @@ pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
             subject: Some("Your follow-up after surgery".into()),
             thread: Some("knee-2026".into()),
             patient: None,
+            redacted: false,
+            overrides: Vec::new(),
         },
         &follow_up,
     )?;
@@ -389,7 +398,7 @@ pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
 }
 
 fn ctx<'a>(p: &'a Party, ring: &'a Keyring) -> Result<SyncContext<'a>, NodeError> {
-    SyncContext::new(&p.home, ring, &NoProgress, &NoEvents)
+    SyncContext::new(&p.home, ring, &NoProgress, &NoEvents, &p.actor)
 }
 
 fn send_one(
@@ -426,9 +435,15 @@ fn party(
     cc: &str,
     kind: PartyKind,
 ) -> Result<Party, NodeError> {
+    let home = NodeHome::at(&root.join(id));
+    let actor = Actor::new(
+        &home,
+        Operator::new(&format!("{label}-operator").to_lowercase().replace(' ', "-"))?,
+    );
     Ok(Party {
         label,
-        home: NodeHome::at(&root.join(id)),
+        home,
+        actor,
         details: CardDetails {
             id: FacilityId::parse(id)?,
             name: name.into(),

@@ -17,6 +17,8 @@ pub struct Measurement {
     pub seconds: f64,
     /// Peak resident set size, KiB.
     pub max_rss_kib: u64,
+    /// CPU seconds (user + system) the command used, across all its threads.
+    pub cpu_seconds: f64,
 }
 
 /// Runs `cmd` under a fresh wrapper (this executable with [`MEASURE_FLAG`]) and returns its
@@ -37,16 +39,17 @@ pub fn measure(cmd: &mut Command) -> Measurement {
         .expect("run measure wrapper");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut parts = text.split_whitespace();
-    let (Some(secs), Some(rss)) = (parts.next(), parts.next()) else {
+    let (Some(secs), Some(rss), Some(cpu)) = (parts.next(), parts.next(), parts.next()) else {
         panic!("measurement failed: {text}");
     };
     Measurement {
         seconds: secs.parse().expect("seconds"),
         max_rss_kib: rss.parse().expect("rss"),
+        cpu_seconds: cpu.parse().expect("cpu seconds"),
     }
 }
 
-/// The wrapper side: runs `cmd`, waits, prints `seconds max_rss_kib` on stdout; exits 1 with
+/// The wrapper side: runs `cmd`, waits, prints `seconds max_rss_kib cpu_seconds` on stdout; exits 1 with
 /// the command's stderr if it failed.
 #[allow(clippy::print_stdout)] // the wrapper's report to its parent is its stdout
 pub fn measure_child(cmd: &[String]) {
@@ -68,5 +71,7 @@ pub fn measure_child(cmd: &[String]) {
     }
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
         .expect("getrusage");
-    println!("{seconds} {}", usage.max_rss());
+    let cpu = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    let cpu_seconds = cpu(usage.user_time()) + cpu(usage.system_time());
+    println!("{seconds} {} {cpu_seconds}", usage.max_rss());
 }

@@ -3,22 +3,29 @@
 use std::path::{Path, PathBuf};
 
 use dossier_bundle::{BundleId, BundleKind, FacilityId, Manifest, Timestamp};
+use dossier_node::audit::{Actor, AuditAction, AuditEvent, AuditOutcome};
+use dossier_node::disclosures::{self, Channel, DisclosureRecord};
 use dossier_node::opening::{OpenReport, open_file};
 use dossier_node::sealing::{SealOptions, seal_to_file};
-use dossier_node::{NodeError, NodeHome, identity, inbox, outbox};
+use dossier_node::{ContactBook, NodeError, NodeHome, identity, inbox, outbox};
 use serde_json::json;
 
 use crate::cli::{BundleArgs, KindArg, OpenArgs, SealArgs};
 use crate::output::Out;
 use crate::passphrase;
 
-pub fn seal(home: &NodeHome, a: SealArgs) -> Result<(), NodeError> {
+pub fn seal(home: &NodeHome, actor: &Actor, a: SealArgs) -> Result<(), NodeError> {
     let out = Out::new(a.json);
     let opts = seal_options(a.bundle)?;
     let me = identity::my_card(home)?;
     let pass = passphrase::existing()?;
     let ring = identity::unlock(home, &pass)?;
     let m = seal_to_file(home, &ring, &opts, &a.paths, &a.output, Timestamp::now())?;
+    // The file is a disclosure once it exists: account for it and audit it, or remove it.
+    if let Err(e) = account_for_seal(home, actor, &opts, &m) {
+        let _ = std::fs::remove_file(&a.output);
+        return Err(e);
+    }
     let total: u64 = m.parts.iter().map(|p| p.length).sum();
     out.say(format!(
         "Sealed bundle {} ({}, {} part(s), {} bytes) from {} to {} into {}",
@@ -43,6 +50,33 @@ pub fn seal(home: &NodeHome, a: SealArgs) -> Result<(), NodeError> {
     Ok(())
 }
 
+fn account_for_seal(
+    home: &NodeHome,
+    actor: &Actor,
+    opts: &SealOptions,
+    m: &Manifest,
+) -> Result<(), NodeError> {
+    let book = ContactBook::load(home)?;
+    let mut rec = DisclosureRecord::new(
+        m,
+        Channel::File,
+        actor.operator().as_str(),
+        &book,
+        Timestamp::now(),
+    );
+    rec.redacted = opts.redacted;
+    rec.overrides = opts.overrides.clone();
+    disclosures::record(home, &rec)?;
+    let mut event = AuditEvent::new(AuditAction::Seal).bundle(&m.bundle_id);
+    for r in m.recipients.iter().filter(|r| r.id != m.sender.id) {
+        event = event.counterpart(&r.id, book.get(&r.id).map(|c| c.card.country()));
+    }
+    actor
+        .record(event)
+        .inspect_err(|_| disclosures::forget(home, m.bundle_id.as_str()))?;
+    Ok(())
+}
+
 /// The seal options `seal` and `send` both take.
 pub fn seal_options(b: BundleArgs) -> Result<SealOptions, NodeError> {
     Ok(SealOptions {
@@ -55,6 +89,8 @@ pub fn seal_options(b: BundleArgs) -> Result<SealOptions, NodeError> {
         subject: b.subject,
         thread: b.thread,
         patient: b.patient,
+        redacted: false,
+        overrides: Vec::new(),
     })
 }
 
@@ -95,12 +131,38 @@ fn resolve_bundle(home: &NodeHome, arg: &Path) -> Result<PathBuf, NodeError> {
     Err(NodeError::UnknownBundle(id.to_owned()))
 }
 
-pub fn open(home: &NodeHome, a: OpenArgs) -> Result<(), NodeError> {
+pub fn open(home: &NodeHome, actor: &Actor, a: OpenArgs) -> Result<(), NodeError> {
     let out = Out::new(a.json);
     let file = resolve_bundle(home, &a.file)?;
     let pass = passphrase::existing()?;
     let ring = identity::unlock(home, &pass)?;
-    let r = open_file(home, &ring, &file, &a.output)?;
+    let r = match open_file(home, &ring, &file, &a.output) {
+        Ok(r) => r,
+        Err(e) => {
+            // A refused bundle is an access attempt worth recording (no content: a class).
+            let class = match e.exit_class() {
+                dossier_node::ExitClass::Verification => "verification failed",
+                dossier_node::ExitClass::PinMismatch => "sender key differs from the pin",
+                dossier_node::ExitClass::UnknownSender => "sender not a pinned contact",
+                _ => "failed",
+            };
+            actor.record(
+                AuditEvent::new(AuditAction::Open)
+                    .outcome(AuditOutcome::Failed)
+                    .detail(class),
+            )?;
+            return Err(e);
+        }
+    };
+    let opened = AuditEvent::new(AuditAction::Open)
+        .bundle(&r.manifest.bundle_id)
+        .counterpart(r.sender.id(), Some(r.sender.country()))
+        .detail("parts written to a directory");
+    if let Err(e) = actor.record(opened) {
+        // Plaintext that the trail cannot account for does not stay.
+        let _ = std::fs::remove_dir_all(&r.out_dir);
+        return Err(e);
+    }
     let m = &r.manifest;
     out.say(format!(
         "Opened bundle {} ({})",

@@ -1,6 +1,7 @@
 //! `contacts add|list|verify|remove`.
 
 use dossier_bundle::{FacilityId, Timestamp};
+use dossier_node::audit::{Actor, AuditAction, AuditEvent, AuditOutcome};
 use dossier_node::contacts::read_card_arg;
 use dossier_node::{AddOutcome, ContactBook, NodeError, NodeHome, identity};
 use serde_json::json;
@@ -8,7 +9,7 @@ use serde_json::json;
 use crate::cli::ContactsCommand;
 use crate::output::Out;
 
-pub fn run(home: &NodeHome, cmd: ContactsCommand) -> Result<(), NodeError> {
+pub fn run(home: &NodeHome, actor: &Actor, cmd: ContactsCommand) -> Result<(), NodeError> {
     let me = identity::my_card(home)?;
     let mut book = ContactBook::load(home)?;
     let now = Timestamp::now();
@@ -22,7 +23,25 @@ pub fn run(home: &NodeHome, cmd: ContactsCommand) -> Result<(), NodeError> {
                 card.country(),
                 card.fingerprint(),
             );
-            let outcome = book.add(card, me.id(), verified.as_deref(), now)?;
+            let event = AuditEvent::new(AuditAction::ContactAdd).counterpart(&id, Some(country));
+            let outcome = match book.add(card, me.id(), verified.as_deref(), now) {
+                Ok(o) => o,
+                Err(e) => {
+                    // A key that differs from the pin is a security event worth recording.
+                    actor.record(
+                        event
+                            .outcome(AuditOutcome::Refused)
+                            .detail(refusal_class(&e)),
+                    )?;
+                    return Err(e);
+                }
+            };
+            actor.record(event.detail(match &outcome {
+                AddOutcome::Pinned { verified: true } => "pinned, verified",
+                AddOutcome::Pinned { verified: false } => "pinned, unverified",
+                AddOutcome::AlreadyPinned => "already pinned",
+                AddOutcome::Rotated { .. } => "rotation signed by the pinned key",
+            }))?;
             book.save(home)?;
             match outcome {
                 AddOutcome::Pinned { verified: true } => out.say(format!("Pinned {id} ({name}, {country}) as verified.\nFingerprint: {fp}")),
@@ -71,13 +90,27 @@ pub fn run(home: &NodeHome, cmd: ContactsCommand) -> Result<(), NodeError> {
         }
         ContactsCommand::Verify { id, fingerprint } => {
             let id = FacilityId::parse(&id)?;
-            book.verify(&id, &fingerprint, now)?;
+            let country = book.get(&id).map(|c| c.card.country());
+            let event = AuditEvent::new(AuditAction::ContactVerify).counterpart(&id, country);
+            if let Err(e) = book.verify(&id, &fingerprint, now) {
+                actor.record(
+                    event
+                        .outcome(AuditOutcome::Refused)
+                        .detail(refusal_class(&e)),
+                )?;
+                return Err(e);
+            }
+            actor.record(event)?;
             book.save(home)?;
             Out::new(false).say(format!("{id} is now verified."));
         }
         ContactsCommand::Remove { id } => {
             let id = FacilityId::parse(&id)?;
             let removed = book.remove(&id)?;
+            actor.record(
+                AuditEvent::new(AuditAction::ContactRemove)
+                    .counterpart(&id, Some(removed.card.country())),
+            )?;
             book.save(home)?;
             Out::new(false).say(format!(
                 "Removed {id} (fingerprint {}). Bundles from {id} will no longer open here.",
@@ -86,4 +119,14 @@ pub fn run(home: &NodeHome, cmd: ContactsCommand) -> Result<(), NodeError> {
         }
     }
     Ok(())
+}
+
+/// A short, content-free name for why a contact change was refused.
+fn refusal_class(e: &NodeError) -> &'static str {
+    match e {
+        NodeError::ContactKeyMismatch { .. } => "key differs from the pinned one",
+        NodeError::FingerprintMismatch { .. } => "fingerprint does not match",
+        NodeError::IsSelf => "own card",
+        _ => "refused",
+    }
 }

@@ -2,7 +2,9 @@
 
 use dossier_bundle::card::CardDetails;
 use dossier_bundle::{CountryCode, FacilityCard, FacilityId, PartyKind, Timestamp};
+use dossier_node::audit::{Actor, AuditAction, AuditEvent};
 use dossier_node::fsutil::write_atomic;
+use dossier_node::policy::Policy;
 use dossier_node::{NodeError, NodeHome, identity};
 use serde_json::json;
 
@@ -10,7 +12,7 @@ use crate::cli::{CardArgs, InitArgs, KeyCommand};
 use crate::output::Out;
 use crate::passphrase;
 
-pub fn init(home: &NodeHome, a: InitArgs) -> Result<(), NodeError> {
+pub fn init(home: &NodeHome, actor: &Actor, a: InitArgs) -> Result<(), NodeError> {
     let out = Out::new(a.json);
     let details = CardDetails {
         id: FacilityId::parse(&a.id)?,
@@ -28,6 +30,9 @@ pub fn init(home: &NodeHome, a: InitArgs) -> Result<(), NodeError> {
     }
     let pass = passphrase::new()?;
     let card = identity::init(home, &details, &pass, Timestamp::now())?;
+    // The safe defaults, with every setting explained in comments.
+    Policy::write_default(home)?;
+    actor.record(AuditEvent::new(AuditAction::Init))?;
     out.say(format!(
         "Created the identity of {} ({}, {}) in {}",
         card.id(),
@@ -37,6 +42,10 @@ pub fn init(home: &NodeHome, a: InitArgs) -> Result<(), NodeError> {
     ));
     out.say(format!("Fingerprint: {}", card.fingerprint()));
     out.say("Share your card with `dossier card -o FILE`; read this fingerprint to each contact by phone.");
+    out.say(format!(
+        "The disclosure policy is in {} (safe defaults: records only to verified contacts, minors protected); review it with `dossier policy show`.",
+        home.policy_path().display()
+    ));
     out.json(&card_json(&card));
     Ok(())
 }
@@ -68,12 +77,13 @@ pub fn card(home: &NodeHome, a: CardArgs) -> Result<(), NodeError> {
     Ok(())
 }
 
-pub fn key(home: &NodeHome, cmd: KeyCommand) -> Result<(), NodeError> {
+pub fn key(home: &NodeHome, actor: &Actor, cmd: KeyCommand) -> Result<(), NodeError> {
     let out = Out::new(false);
     match cmd {
         KeyCommand::Rotate => {
             let pass = passphrase::existing()?;
             let (card, old) = identity::rotate(home, &pass, Timestamp::now())?;
+            actor.record(AuditEvent::new(AuditAction::KeyRotate))?;
             out.say(format!("New keys for {}.", card.id()));
             out.say(format!("Old fingerprint: {}", old.fingerprint()));
             out.say(format!("New fingerprint: {}", card.fingerprint()));
@@ -88,6 +98,13 @@ pub fn key(home: &NodeHome, cmd: KeyCommand) -> Result<(), NodeError> {
             }
             let pass = passphrase::existing()?;
             identity::export_age(home, &pass, &output, yes, Timestamp::now())?;
+            // The private key left the keyring: if the trail cannot say so, take it back.
+            if let Err(e) = actor
+                .record(AuditEvent::new(AuditAction::KeyExport).detail("age identity file written"))
+            {
+                let _ = std::fs::remove_file(&output);
+                return Err(e);
+            }
             out.say(format!("Wrote the age identity to {} (mode 0600). With it, `age -d -i {} BUNDLE | tar -x` unpacks any bundle sent to you. Keep it offline and delete it when done.", output.display(), output.display()));
         }
     }

@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use dossier_node::audit::{Actor, AuditAction, AuditEvent};
 use dossier_node::outbox::OutboxRecord;
 use dossier_node::relay_client::runtime;
 use dossier_node::relay_config::{self, RelayConfig};
@@ -16,7 +17,7 @@ use crate::cli::{RelayCommand, SendArgs, SyncArgs};
 use crate::output::Out;
 use crate::passphrase;
 
-pub fn relay(home: &NodeHome, cmd: RelayCommand) -> Result<(), NodeError> {
+pub fn relay(home: &NodeHome, actor: &Actor, cmd: RelayCommand) -> Result<(), NodeError> {
     match cmd {
         RelayCommand::Set {
             addr,
@@ -24,6 +25,10 @@ pub fn relay(home: &NodeHome, cmd: RelayCommand) -> Result<(), NodeError> {
             overdue_after,
         } => {
             let cfg = relay_config::set(home, &addr, &pin, overdue_after)?;
+            actor.record(
+                AuditEvent::new(AuditAction::RelaySet)
+                    .detail(format!("relay {} pinned to {}", cfg.address, cfg.pin)),
+            )?;
             let out = Out::new(false);
             out.say(format!(
                 "Relay set to {}, pinned to {}.",
@@ -52,7 +57,7 @@ pub fn relay(home: &NodeHome, cmd: RelayCommand) -> Result<(), NodeError> {
     Ok(())
 }
 
-pub fn send(home: &NodeHome, a: SendArgs) -> Result<(), NodeError> {
+pub fn send(home: &NodeHome, actor: &Actor, a: SendArgs) -> Result<(), NodeError> {
     let out = Out::new(a.json);
     let opts = seal_options(a.bundle)?;
     // Fail before sealing if there is nowhere to send to.
@@ -62,7 +67,7 @@ pub fn send(home: &NodeHome, a: SendArgs) -> Result<(), NodeError> {
     let ring = identity::unlock(home, &pass)?;
     let progress = TerminalProgress::new();
     let events = Printer::new(out, false);
-    let ctx = SyncContext::new(home, &ring, &progress, &events)?;
+    let ctx = SyncContext::new(home, &ring, &progress, &events, actor)?;
     let rt = runtime().map_err(NodeError::io("starting the network runtime"))?;
     let outcome = rt.block_on(sync::send(&ctx, &opts, &a.paths))?;
     match outcome {
@@ -113,14 +118,14 @@ fn send_json(rec: &OutboxRecord, state: &str, why: Option<&str>) -> serde_json::
     })
 }
 
-pub fn sync(home: &NodeHome, a: SyncArgs) -> Result<(), NodeError> {
+pub fn sync(home: &NodeHome, actor: &Actor, a: SyncArgs) -> Result<(), NodeError> {
     let out = Out::new(a.json);
     RelayConfig::require(home)?;
     let pass = passphrase::existing()?;
     let ring = identity::unlock(home, &pass)?;
     let progress = TerminalProgress::new();
     let events = Printer::new(out, true);
-    let ctx = SyncContext::new(home, &ring, &progress, &events)?;
+    let ctx = SyncContext::new(home, &ring, &progress, &events, actor)?;
     let rt = runtime().map_err(NodeError::io("starting the network runtime"))?;
     if a.watch {
         out.say(format!(

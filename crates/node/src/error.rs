@@ -1,7 +1,8 @@
 //! Everything that can go wrong in a node operation, each with what to do next.
 //!
 //! [`NodeError::exit_class`] maps every error to the documented exit codes (0 success,
-//! 1 error, 2 usage, 3 verification failed, 4 pinned key mismatch, 5 sender not a contact).
+//! 1 error, 2 usage, 3 verification failed, 4 pinned key mismatch, 5 sender not a contact,
+//! 6 refused by the disclosure policy).
 //! Messages name facility ids and the paths the user typed, never record content, subjects,
 //! part names or patient references.
 
@@ -26,6 +27,9 @@ pub enum ExitClass {
     PinMismatch = 4,
     /// 5: the sender is not a pinned contact.
     UnknownSender = 5,
+    /// 6: refused by the disclosure policy (`HOME/policy.toml`: destination country,
+    /// unverified contact, minor's record abroad, missing consent); nothing was sent.
+    PolicyRefused = 6,
 }
 
 /// A failed node operation.
@@ -166,6 +170,55 @@ pub enum NodeError {
         /// Why it was quarantined (no record content).
         reason: String,
     },
+    /// The operator name (`--operator`, `$DOSSIER_OPERATOR` or the OS user) is unusable.
+    #[error(
+        "the operator name {problem}; pass --operator NAME or set $DOSSIER_OPERATOR \
+         (1-64 characters, no control characters or surrounding spaces)"
+    )]
+    BadOperator {
+        /// What is wrong with it (the name itself is not repeated).
+        problem: &'static str,
+    },
+    /// The audit trail is damaged or does not match its anchor, so nothing can be recorded
+    /// and the operation was not done.
+    #[error(
+        "the audit trail in {dir} {problem}. Nothing was done. Run `dossier audit verify` to \
+         find the first bad entry, keep {dir} unchanged as evidence, and tell your security officer"
+    )]
+    AuditBroken {
+        /// `HOME/audit`.
+        dir: PathBuf,
+        /// What is wrong (no record content).
+        problem: String,
+    },
+    /// `dossier audit verify` found the trail altered.
+    #[error(
+        "the audit trail in {dir} does not verify: {found}.\nKeep {dir} unchanged as \
+         evidence and tell your security officer; no entry from this one on can be trusted"
+    )]
+    AuditTampered {
+        /// `HOME/audit`.
+        dir: PathBuf,
+        /// The first bad entry and what is wrong with it.
+        found: String,
+    },
+    /// `policy.toml` cannot be used.
+    #[error(
+        "{path} is not a valid disclosure policy: {problem}\nFix the setting named above (the \
+         comments in the file explain each one) and run the command again"
+    )]
+    PolicyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        problem: String,
+    },
+    /// The disclosure policy refused the operation.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyRefusal),
+    /// A consent register request was refused.
+    #[error(transparent)]
+    Consent(#[from] crate::policy::ConsentError),
 }
 
 impl NodeError {
@@ -192,6 +245,13 @@ impl NodeError {
             | NodeError::NeedsConfirmation(_)
             | NodeError::BadRelaySetting { .. } => ExitClass::Usage,
             NodeError::Quarantined { .. } => ExitClass::Verification,
+            NodeError::BadOperator { .. } => ExitClass::Usage,
+            NodeError::AuditBroken { .. } | NodeError::AuditTampered { .. } => {
+                ExitClass::Verification
+            }
+            NodeError::Policy(e) if e.is_usage() => ExitClass::Usage,
+            NodeError::Policy(_) => ExitClass::PolicyRefused,
+            NodeError::Consent(e) if e.is_usage() => ExitClass::Usage,
             _ => ExitClass::Error,
         }
     }

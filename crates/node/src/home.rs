@@ -12,6 +12,9 @@
 //!   inbox/           verified received bundles (ciphertext) and records; incoming/ holds
 //!                    downloads in progress (see `inbox`)
 //!   quarantine/      received bundles that failed verification, with the reason
+//!   audit/           the hash-chained audit trail and its anchor (see `audit`)
+//!   policy.toml      the disclosure policy (see `policy`)
+//!   consent.json     the consent register: grants per patient and country (see `policy`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -76,5 +79,20 @@ impl NodeHome {
     /// Whether `dossier init` has run here.
     pub fn is_initialised(&self) -> bool {
         self.keyring_path().exists()
+    }
+
+    /// The audit trail's directory.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.root.join("audit")
+    }
+
+    /// The disclosure policy.
+    pub fn policy_path(&self) -> PathBuf {
+        self.root.join("policy.toml")
+    }
+
+    /// The consent register.
+    pub fn consent_path(&self) -> PathBuf {
+        self.root.join("consent.json")
     }
 }

@@ -11,11 +11,17 @@
 //! sent and received with their delivery state, and [`sync`] moves bundles between them and
 //! the relay: nothing enters the inbox unverified, nothing is acknowledged before it is
 //! durable here, and every state file is written atomically.
+//!
+//! Safeguards: [`audit`] keeps the hash-chained trail of who did what (never record
+//! content), and [`policy`] decides which disclosures the node's rules and the patients'
+//! consents allow.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod contacts;
+pub mod disclosures;
 pub mod error;
 pub mod fsutil;
 pub mod home;
@@ -23,6 +29,7 @@ pub mod identity;
 pub mod inbox;
 pub mod opening;
 pub mod outbox;
+pub mod policy;
 pub mod relay_client;
 pub mod relay_config;
 pub mod relay_error;
@@ -30,7 +37,10 @@ pub mod relay_tls;
 pub mod sealing;
 pub mod statefile;
 pub mod sync;
+pub mod transfer;
 
+pub use audit::{AuditAction, AuditEvent, AuditLog, AuditOutcome, Operator};
 pub use contacts::{AddOutcome, ContactBook, PinnedContact};
 pub use error::{ExitClass, NodeError};
 pub use home::NodeHome;
+pub use policy::{ConsentRegister, DisclosureRequest, Policy, PolicyRefusal};

@@ -433,12 +433,17 @@ pub fn update<T>(
 
 /// Seals `inputs` into the outbox and records the bundle as queued. When this returns, the
 /// bundle survives a crash and will be uploaded by `sync`.
+///
+/// `commit` runs after sealing and before the bundle becomes visible in the outbox (the
+/// audit entry and the disclosure record are written there); if it fails, nothing is
+/// queued.
 pub fn queue(
     home: &NodeHome,
     keyring: &Keyring,
     opts: &SealOptions,
     inputs: &[PathBuf],
     now: Timestamp,
+    commit: &mut dyn FnMut(&Manifest) -> Result<(), NodeError>,
 ) -> Result<OutboxRecord, NodeError> {
     let out_dir = dir(home);
     create_private_dir(&out_dir).map_err(NodeError::io("creating the outbox"))?;
@@ -461,6 +466,10 @@ pub fn queue(
     };
     let (length, sha) =
         measure_file(&staging_path).map_err(NodeError::io("hashing the sealed bundle"))?;
+    if let Err(e) = commit(&manifest) {
+        let _ = std::fs::remove_file(&staging_path);
+        return Err(e);
+    }
     let id = manifest.bundle_id.as_str().to_owned();
     std::fs::rename(&staging_path, bundle_path(home, &id))
         .map_err(NodeError::io("moving the bundle into the outbox"))?;

@@ -16,15 +16,17 @@ use base64::Engine as _;
 use dossier_bundle::{FacilityId, FacilityKeys};
 use dossier_wire::message::{NoticeKind, ReceiptItem};
 use dossier_wire::{ClientMessage, MailboxItem, ServerMessage};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::relay_config::RelayConfig;
 use crate::relay_error::auth_refusal;
 pub use crate::relay_error::{RelayError, code_name};
 use crate::relay_tls::{PinnedServerVerifier, RELAY_SERVER_NAME, client_config, provider};
+use crate::transfer::DownloadSink;
 
 const STREAM_BUFFER: usize = 256 * 1024;
+/// Bytes the relay may have in flight towards this node on one stream.
+const STREAM_RECEIVE_WINDOW: u32 = 8 << 20;
 /// A relay that sends nothing (not even an acknowledgement) for this long is gone: the
 /// transfer stops and resumes on the next attempt. Keep-alives keep a quiet connection open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(12);
@@ -105,6 +107,10 @@ impl RelayConnection {
             quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("12 s is a valid idle timeout"),
         ));
         transport.keep_alive_interval(Some(KEEP_ALIVE));
+        // A download pipeline holds a few MiB between network and disk; a receive window
+        // of the same order keeps the relay sending while the verifier catches up.
+        transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_RECEIVE_WINDOW));
+        transport.receive_window(quinn::VarInt::from_u32(2 * STREAM_RECEIVE_WINDOW));
         client.transport_config(Arc::new(transport));
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0".parse().expect("valid")
@@ -229,38 +235,28 @@ impl RelayConnection {
             let what = what.to_owned();
             move |source| RelayError::Local { what, source }
         };
-        let mut f = tokio::fs::File::open(file)
-            .await
-            .map_err(local("reading the outbox copy"))?;
-        f.seek(std::io::SeekFrom::Start(have))
-            .await
-            .map_err(local("reading the outbox copy"))?;
         progress.start(&format!("upload {bundle_id}"), length, have);
-        let mut buf = vec![0u8; STREAM_BUFFER];
-        let mut remaining = length - have;
+        let mut chunks = crate::transfer::read_chunks(file, have, length - have);
         let mut sent = 0;
         let copied: Result<(), RelayError> = async {
-            while remaining > 0 {
-                let want = remaining.min(buf.len() as u64) as usize;
-                let n = f
-                    .read(&mut buf[..want])
-                    .await
-                    .map_err(local("reading the outbox copy"))?;
-                if n == 0 {
-                    return Err(RelayError::Local {
-                        what: "reading the outbox copy".into(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the outbox file is shorter than recorded",
-                        ),
-                    });
-                }
-                send.write_all(&buf[..n])
+            while let Some(chunk) = chunks.recv().await {
+                let bytes = chunk.map_err(local("reading the outbox copy"))?;
+                let n = bytes.len() as u64;
+                // The piece goes to QUIC as it is, without another copy.
+                send.write_chunk(bytes)
                     .await
                     .map_err(|e| write_failed(e, &self.conn))?;
-                remaining -= n as u64;
-                sent += n as u64;
-                progress.advance(n as u64);
+                sent += n;
+                progress.advance(n);
+            }
+            if sent != length - have {
+                return Err(RelayError::Local {
+                    what: "reading the outbox copy".into(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the outbox file is shorter than recorded",
+                    ),
+                });
             }
             send.finish()
                 .map_err(|e| RelayError::ConnectionLost(e.to_string()))?;
@@ -301,31 +297,20 @@ impl RelayConnection {
         }
     }
 
-    /// Downloads `item` into `part`, appending from its current length (a resumed fetch).
-    /// Returns, when the relay finished the stream, the offset this attempt started from;
-    /// the caller checks length and hash.
+    /// Downloads the rest of `item` into `sink` (from what it already holds: a resumed
+    /// fetch). Returns when the relay finished the stream; the caller's pipeline checks
+    /// length and hash.
     pub async fn fetch(
         &self,
         item: &MailboxItem,
-        part: &Path,
+        sink: &mut DownloadSink,
         progress: &dyn TransferProgress,
-    ) -> Result<u64, RelayError> {
+    ) -> Result<(), RelayError> {
         let local = |source| RelayError::Local {
             what: "writing the download".into(),
             source,
         };
-        let mut f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(part)
-            .await
-            .map_err(local)?;
-        let mut offset = f.metadata().await.map_err(local)?.len();
-        if offset > item.length {
-            f.set_len(0).await.map_err(local)?;
-            offset = 0;
-        }
+        let offset = sink.held();
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(lost)?;
         let req = ClientMessage::Fetch {
             bundle_id: item.bundle_id.clone(),
@@ -356,40 +341,54 @@ impl RelayConnection {
             other => return Err(unexpected("Body", &other)),
         }
         progress.start(&format!("download {}", item.bundle_id), item.length, offset);
-        let mut buf = vec![0u8; STREAM_BUFFER];
-        let mut got = offset;
+        // Pieces of up to STREAM_BUFFER bytes go down the pipeline; what arrived before an
+        // error is handed over too, so that it is kept for resuming.
         let result: Result<(), RelayError> = async {
-            loop {
-                match recv.read(&mut buf).await {
-                    Ok(Some(n)) => {
-                        if got + n as u64 > item.length {
-                            return Err(RelayError::Protocol(
-                                "the relay sent more bytes than the bundle holds".into(),
-                            ));
+            let mut ended = false;
+            while !ended {
+                let mut buf = bytes::BytesMut::zeroed(STREAM_BUFFER);
+                let mut filled = 0;
+                let mut failure = None;
+                while filled < buf.len() {
+                    match recv.read(&mut buf[filled..]).await {
+                        Ok(Some(n)) => filled += n,
+                        Ok(None) => {
+                            ended = true;
+                            break;
                         }
-                        f.write_all(&buf[..n]).await.map_err(local)?;
-                        got += n as u64;
-                        progress.advance(n as u64);
+                        Err(e) => {
+                            failure = Some(read_failed(e, &self.conn));
+                            break;
+                        }
                     }
-                    Ok(None) => break,
-                    Err(e) => return Err(read_failed(e, &self.conn)),
+                }
+                if sink.held() + filled as u64 > item.length {
+                    return Err(RelayError::Protocol(
+                        "the relay sent more bytes than the bundle holds".into(),
+                    ));
+                }
+                if filled > 0 {
+                    buf.truncate(filled);
+                    sink.accept(buf.freeze()).await.map_err(local)?;
+                    progress.advance(filled as u64);
+                }
+                if let Some(e) = failure {
+                    return Err(e);
                 }
             }
             Ok(())
         }
         .await;
         progress.finish();
-        // Keep what arrived, durably, so the next attempt resumes after it.
-        f.flush().await.map_err(local)?;
-        f.sync_all().await.map_err(local)?;
         result?;
-        if got != item.length {
+        if sink.held() != item.length {
             return Err(RelayError::ConnectionLost(format!(
-                "the download stopped at byte {got} of {}",
+                "the download stopped at byte {} of {}",
+                sink.held(),
                 item.length
             )));
         }
-        Ok(offset)
+        Ok(())
     }
 
     /// Tells the relay the bundle is durably stored here.

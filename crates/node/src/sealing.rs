@@ -32,6 +32,12 @@ pub struct SealOptions {
     pub thread: Option<String>,
     /// Patient reference.
     pub patient: Option<String>,
+    /// The inputs are copies with direct identifiers removed (`--redact identifiers`);
+    /// recorded in the accounting of disclosures.
+    pub redacted: bool,
+    /// Disclosure-policy overrides used for this bundle, each with its reason; recorded
+    /// in the accounting of disclosures.
+    pub overrides: Vec<String>,
 }
 
 /// A planned part and the file it comes from.

@@ -23,9 +23,12 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dossier_bundle::{FacilityCard, Keyring, Timestamp};
+use dossier_bundle::{FacilityCard, Keyring, Manifest, Timestamp};
 use dossier_wire::message::NoticeKind;
 
+use crate::audit::{Actor, AuditAction, AuditEvent};
+use crate::contacts::ContactBook;
+use crate::disclosures::{self, Channel, DisclosureRecord};
 use crate::error::NodeError;
 use crate::home::NodeHome;
 use crate::outbox::{self, DeliveryState, OutboxRecord};
@@ -52,6 +55,8 @@ pub struct SyncContext<'a> {
     pub progress: &'a dyn TransferProgress,
     /// Hears what happens.
     pub events: &'a dyn SyncEvents,
+    /// Who runs the sync: receipts, quarantines and revocations are audited as theirs.
+    pub actor: &'a Actor,
 }
 
 impl<'a> SyncContext<'a> {
@@ -61,6 +66,7 @@ impl<'a> SyncContext<'a> {
         keyring: &'a Keyring,
         progress: &'a dyn TransferProgress,
         events: &'a dyn SyncEvents,
+        actor: &'a Actor,
     ) -> Result<Self, NodeError> {
         Ok(Self {
             home,
@@ -69,6 +75,7 @@ impl<'a> SyncContext<'a> {
             relay: RelayConfig::require(home)?,
             progress,
             events,
+            actor,
         })
     }
 }
@@ -330,8 +337,35 @@ pub async fn send(
     opts: &SealOptions,
     inputs: &[PathBuf],
 ) -> Result<SendOutcome, NodeError> {
+    // Sending is audited and accounted for as part of the operation: before the bundle
+    // becomes visible in the outbox, or not at all.
+    let book = ContactBook::load(ctx.home)?;
+    let mut commit = |m: &Manifest| {
+        let now = Timestamp::now();
+        let mut rec =
+            DisclosureRecord::new(m, Channel::Relay, ctx.actor.operator().as_str(), &book, now);
+        rec.redacted = opts.redacted;
+        rec.overrides = opts.overrides.clone();
+        disclosures::record(ctx.home, &rec)?;
+        let mut event = AuditEvent::new(AuditAction::Send).bundle(&m.bundle_id);
+        for r in m.recipients.iter().filter(|r| r.id != m.sender.id) {
+            event = event.counterpart(&r.id, book.get(&r.id).map(|c| c.card.country()));
+        }
+        if let Err(e) = ctx.actor.record(event) {
+            disclosures::forget(ctx.home, m.bundle_id.as_str());
+            return Err(e);
+        }
+        Ok(())
+    };
     let record = tokio::task::block_in_place(|| {
-        outbox::queue(ctx.home, ctx.keyring, opts, inputs, Timestamp::now())
+        outbox::queue(
+            ctx.home,
+            ctx.keyring,
+            opts,
+            inputs,
+            Timestamp::now(),
+            &mut commit,
+        )
     })?;
     let id = record.bundle_id.clone();
     // A `sync --watch` running beside us would otherwise start the same upload at once.

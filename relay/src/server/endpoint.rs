@@ -20,9 +20,9 @@ use crate::tls;
 /// Concurrent request streams one node may have open.
 pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 32;
 /// Bytes one stream may have in flight towards the relay.
-pub(crate) const STREAM_RECEIVE_WINDOW: u32 = 2 << 20;
+pub(crate) const STREAM_RECEIVE_WINDOW: u32 = 8 << 20;
 /// Bytes one connection may have in flight towards the relay, all streams together.
-pub(crate) const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
+pub(crate) const CONNECTION_RECEIVE_WINDOW: u32 = 16 << 20;
 /// Bytes the relay buffers unacknowledged towards one node.
 pub(crate) const CONNECTION_SEND_WINDOW: u64 = 8 << 20;
 /// A connection with no traffic for this long is dropped.

@@ -22,7 +22,7 @@ use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use super::deposit::{CHANNEL_DEPTH, CHUNK_BYTES};
-use super::framing::{write_bytes, write_frame};
+use super::framing::{write_chunk, write_frame};
 use super::refusal::{from_store, refused};
 use super::request::answer;
 use super::{Context, blocking, stream_code};
@@ -69,11 +69,13 @@ pub(crate) async fn handle(
     while let Some(chunk) = rx.recv().await {
         match chunk {
             Ok(bytes) => {
-                if write_bytes(&mut send, &bytes).await.is_err() {
+                let n = bytes.len() as u64;
+                // Handed to QUIC as it is, without another copy.
+                if write_chunk(&mut send, bytes.into()).await.is_err() {
                     failed = true;
                     break; // the node went away; dropping rx stops the reader
                 }
-                sent += bytes.len() as u64;
+                sent += n;
             }
             Err(e) => {
                 tracing::error!(%bundle_id, error = %e, "reading a body failed");

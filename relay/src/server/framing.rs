@@ -102,6 +102,18 @@ pub(crate) async fn write_bytes(
     }
 }
 
+/// Writes an owned buffer (a body piece) without copying it, within [`WRITE_TIMEOUT`].
+pub(crate) async fn write_chunk(
+    send: &mut SendStream,
+    bytes: bytes::Bytes,
+) -> Result<(), WriteFrameError> {
+    match timeout(WRITE_TIMEOUT, send.write_chunk(bytes)).await {
+        Err(_) => Err(WriteFrameError::TimedOut),
+        Ok(Err(e)) => Err(WriteFrameError::Stream(e)),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
 /// Keeps the items of a listing that fit one frame, in order: a listing is paged by its
 /// cursor, so a cut-off tail is simply fetched by the next request. `overhead` is the size
 /// of the message without items.

@@ -62,26 +62,6 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
-/// Opens `path` for reading and appending, creating it 0600 if missing. Returns whether
-/// it was created (the caller then syncs the directory).
-pub(crate) fn open_part(path: &Path) -> io::Result<(File, bool)> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(f) => Ok((f, false)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let f = options.create_new(true).open(path)?;
-            Ok((f, true))
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Creates an empty file with mode 0600 if it does not exist (so that a library which
 /// creates it later does not pick looser permissions).
 pub(crate) fn touch_private(path: &Path) -> io::Result<()> {

@@ -6,11 +6,11 @@
 //! not grow with the number of bundles. See the module docs of `store` for the durability
 //! order and why redb.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dossier_spool::SpoolReader;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use sha2::{Digest, Sha256};
 
@@ -431,17 +431,15 @@ impl RelayStore for RedbStore {
                     StoreError::Corrupt(format!("pending bundle {bundle_id} not held"))
                 })?
         };
-        let file = File::open(self.inner.layout.blob(bundle_id)).map_err(|e| {
+        // Served around the page cache where possible (see dossier-spool).
+        let file = SpoolReader::open(&self.inner.layout.blob(bundle_id)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 StoreError::Corrupt(format!("body of bundle {bundle_id} missing"))
             } else {
                 StoreError::io("opening a body")(e)
             }
         })?;
-        let length = file
-            .metadata()
-            .map_err(StoreError::io("reading a body"))?
-            .len();
+        let length = file.len().map_err(StoreError::io("reading a body"))?;
         if length != record.content.length {
             return Err(StoreError::Corrupt(format!(
                 "body of bundle {bundle_id} has the wrong length"

@@ -155,17 +155,18 @@ fn resume_after_restart_continues_from_held_bytes() {
 fn a_resumed_upload_supersedes_the_dropped_connection() {
     let dir = tempfile::tempdir().unwrap();
     let s = enrolled(dir.path());
-    let b = body(3000, 3);
+    let b = body(30_000, 3);
     let m = meta(ID1, &["th-b"], &b);
     let mut old = upload(&s, &m, T0);
-    old.write_all(&b[..1000]).unwrap();
+    old.write_all(&b[..10_000]).unwrap();
+    // Whole 4 KiB blocks are on disk after each write; a partial block waits in memory.
     let mut new = upload(&s, &m, T0 + 1);
-    assert_eq!(new.offset(), 1000);
+    assert_eq!(new.offset(), 8192);
     assert!(matches!(
-        old.write_all(&b[1000..2000]),
+        old.write_all(&b[10_000..20_000]),
         Err(StoreError::Superseded { .. })
     ));
-    new.write_all(&b[1000..]).unwrap();
+    new.write_all(&b[8192..]).unwrap();
     assert!(matches!(old.finish(T0), Err(StoreError::Superseded { .. })));
     new.finish(T0 + 2).unwrap();
     assert_eq!(read_blob(&s, ID1, "th-b"), b);

@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use dossier_spool::SpoolWriter;
 use sha2::{Digest, Sha256};
 
-use super::files::{open_part, remove_if_present, sync_dir};
+use super::files::{remove_if_present, sync_dir};
 use super::redb_store::Inner;
 use super::{Accepted, DepositMeta, DepositUpload, StoreError};
 
@@ -66,7 +67,8 @@ pub struct PartialBlob {
     generation: u64,
     meta: DepositMeta,
     path: PathBuf,
-    file: File,
+    /// `None` only after `finish` took it.
+    body: Option<SpoolWriter>,
     written: u64,
     hasher: Sha256,
 }
@@ -99,30 +101,19 @@ impl PartialBlob {
             sync_dir(&layout.blobs).map_err(StoreError::io("syncing blobs/"))?;
             sync_dir(&layout.incoming).map_err(StoreError::io("syncing incoming/"))?;
         }
-        let (mut file, created) =
-            open_part(&path).map_err(StoreError::io("opening an upload file"))?;
+        // Bytes already held are kept (cut back to whole blocks when written around the
+        // page cache) and fsynced: the sender is told only what is durable.
+        let (body, created) = SpoolWriter::resume(&path, meta.length)
+            .map_err(StoreError::io("opening an upload file"))?;
         if created {
             sync_dir(&layout.incoming).map_err(StoreError::io("syncing incoming/"))?;
         }
-        let mut held = file
-            .metadata()
-            .map_err(StoreError::io("reading an upload file"))?
-            .len();
-        if held > meta.length {
-            // Cannot be a prefix of what was announced: start over.
-            file.set_len(0)
-                .map_err(StoreError::io("truncating an upload file"))?;
-            held = 0;
-        }
-        // Tell the sender only what is durable.
-        file.sync_all()
-            .map_err(StoreError::io("syncing an upload file"))?;
+        let held = body.len();
         let mut hasher = Sha256::new();
         if held > 0 {
-            file.seek(SeekFrom::Start(0))
-                .map_err(StoreError::io("reading an upload file"))?;
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut prefix = (&mut file).take(held);
+            let file = File::open(&path).map_err(StoreError::io("reading an upload file"))?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut prefix = file.take(held);
             loop {
                 let n = prefix
                     .read(&mut buf)
@@ -133,14 +124,12 @@ impl PartialBlob {
                 hasher.update(&buf[..n]);
             }
         }
-        file.seek(SeekFrom::Start(held))
-            .map_err(StoreError::io("positioning an upload file"))?;
         Ok(Self {
             lease,
             generation,
             meta,
             path,
-            file,
+            body: Some(body),
             written: held,
             hasher,
         })
@@ -149,6 +138,23 @@ impl PartialBlob {
     fn superseded(&self) -> StoreError {
         StoreError::Superseded {
             bundle_id: self.meta.bundle_id.clone(),
+        }
+    }
+}
+
+impl Drop for PartialBlob {
+    /// A dropped upload keeps its bytes for resuming, unless a newer upload of the same
+    /// bundle owns the file now: then its unwritten bytes are forgotten.
+    fn drop(&mut self) {
+        let Some(body) = self.body.take() else {
+            return;
+        };
+        let slot = Arc::clone(&self.lease.slot);
+        let owner = lock(&slot);
+        if *owner == self.generation {
+            drop(body);
+        } else {
+            body.abandon();
         }
     }
 }
@@ -176,8 +182,10 @@ impl DepositUpload for PartialBlob {
                 received: end,
             });
         }
-        self.file
-            .write_all(bytes)
+        // Whole blocks go to disk now; at most a partial block waits in memory.
+        let body = self.body.as_mut().expect("body present until finish");
+        body.write_all(bytes)
+            .and_then(|()| body.write_blocks())
             .map_err(StoreError::io("writing an upload file"))?;
         self.hasher.update(bytes);
         self.written = end;
@@ -185,7 +193,7 @@ impl DepositUpload for PartialBlob {
     }
 
     fn finish(self: Box<Self>, now: i64) -> Result<Accepted, StoreError> {
-        let this = *self;
+        let mut this = *self;
         let slot = Arc::clone(&this.lease.slot);
         let owner = lock(&slot);
         if *owner != this.generation {
@@ -201,19 +209,19 @@ impl DepositUpload for PartialBlob {
         let inner = Arc::clone(&this.lease.inner);
         let layout = &inner.layout;
         // 1. The body is on disk and is what was announced.
-        this.file
-            .sync_all()
+        this.body
+            .take()
+            .expect("body present until finish")
+            .finish()
             .map_err(StoreError::io("syncing an upload file"))?;
-        let digest: [u8; 32] = this.hasher.finalize().into();
+        let digest: [u8; 32] = this.hasher.clone().finalize().into();
         if digest != this.meta.sha256 {
             inner.discard_upload(&this.meta.bundle_id)?;
-            drop(this.file);
             remove_if_present(&this.path).map_err(StoreError::io("removing a bad upload"))?;
             return Err(StoreError::HashMismatch {
-                bundle_id: this.meta.bundle_id,
+                bundle_id: this.meta.bundle_id.clone(),
             });
         }
-        drop(this.file);
         // 2. Its final name is durable.
         std::fs::rename(&this.path, layout.blob(&this.meta.bundle_id))
             .map_err(StoreError::io("moving an upload into blobs/"))?;

@@ -92,28 +92,37 @@ fn main() {
     println!();
     println!("end to end, {} bundle:", human(size));
     println!(
-        "  {:<44} {:>9} {:>10} {:>12}",
-        "step", "seconds", "MB/s", "peak RSS"
+        "  {:<44} {:>9} {:>10} {:>12} {:>9} {:>10}",
+        "step", "seconds", "MB/s", "peak RSS", "CPU s", "relay CPU"
     );
-    let row = |name: &str, m: &Measurement, bytes: u64| {
+    let row = |name: &str, m: &Measurement, bytes: u64, relay_cpu: f64| {
         println!(
-            "  {:<44} {:>9.2} {:>10.1} {:>9} MiB",
+            "  {:<44} {:>9.2} {:>10.1} {:>8} MiB {:>9.2} {:>10.2}",
             name,
             m.seconds,
             mb_per_s(bytes, m.seconds),
-            m.max_rss_kib / 1024
+            m.max_rss_kib / 1024,
+            m.cpu_seconds,
+            relay_cpu,
         );
     };
     row(
         "dossier send (seal + queue, relay down)",
         &e2e.send,
         e2e.input,
+        0.0,
     );
-    row("dossier sync at sender (upload)", &e2e.upload, e2e.length);
+    row(
+        "dossier sync at sender (upload)",
+        &e2e.upload,
+        e2e.length,
+        e2e.relay_cpu_upload,
+    );
     row(
         "dossier sync at recipient (download+verify)",
         &e2e.download,
         e2e.length,
+        e2e.relay_cpu_download,
     );
     println!(
         "  {:<44} {:>9} {:>10} {:>9} MiB",
@@ -144,6 +153,10 @@ struct EndToEnd {
     upload: Measurement,
     download: Measurement,
     relay_hwm_kib: u64,
+    /// Relay CPU seconds while the sender uploaded.
+    relay_cpu_upload: f64,
+    /// Relay CPU seconds while the recipient downloaded.
+    relay_cpu_download: f64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,13 +283,17 @@ fn end_to_end(size: u64) -> EndToEnd {
     let length = outbox[0]["length"].as_u64().expect("outbox length");
 
     relay.start();
+    let relay_pid = relay.pid().expect("relay running");
+    let cpu_before_upload = cpu_seconds_of(relay_pid);
     let upload = measure(&mut sender.command(&["sync", "--json"]));
+    let cpu_after_upload = cpu_seconds_of(relay_pid);
     let state = &sender.outbox()[0]["state"];
     assert!(
         state == "accepted" || state == "delivered",
         "the bundle was accepted: {state}"
     );
     let download = measure(&mut recipient.command(&["sync", "--json"]));
+    let cpu_after_download = cpu_seconds_of(relay_pid);
     assert_eq!(recipient.inbox().len(), 1, "the bundle arrived");
     let relay_hwm_kib = relay.pid().map(vm_hwm_kib).unwrap_or(0);
     relay.stop();
@@ -287,6 +304,8 @@ fn end_to_end(size: u64) -> EndToEnd {
         upload,
         download,
         relay_hwm_kib,
+        relay_cpu_upload: cpu_after_upload - cpu_before_upload,
+        relay_cpu_download: cpu_after_download - cpu_after_upload,
     }
 }
 
@@ -448,6 +467,22 @@ fn names_under(dir: &Path) -> Vec<String> {
 // Measuring
 
 /// `VmHWM` (peak resident set) of a running process, in KiB (0 if unreadable).
+/// CPU seconds (user + system) process `pid` has used so far, from `/proc/PID/stat`.
+fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state, field 3;
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 fn vm_hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

@@ -1,22 +1,27 @@
 //! Receiving: mailbox items become inbox or quarantine entries — verified, durable, then
 //! acknowledged, then receipted (see the order in the parent module's docs).
 
+#[cfg(test)]
 use std::fs::File;
-use std::io::BufReader;
+use std::io::Read;
 
-use dossier_bundle::open::{FailureClass, verify};
+use dossier_bundle::open::{FailureClass, VerifiedBundle, verify};
 use dossier_bundle::receipt::{DeliveryReceipt, ReceiptStatus, SignedReceipt};
 use dossier_bundle::{BundleId, OpenError, PartyRef, Timestamp};
 use dossier_wire::MailboxItem;
 use dossier_wire::message::MAX_LIST_ITEMS;
 
 use super::{Session, SyncContext, SyncEvent, TRIES, backoff, relay_time};
+use crate::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::contacts::{ContactBook, Pins};
 use crate::error::NodeError;
 use crate::home::NodeHome;
 use crate::inbox::{self, Arrival};
 use crate::relay_client::RelayError;
-use crate::statefile::{hex, measure_file, one_line};
+#[cfg(test)]
+use crate::statefile::measure_file;
+use crate::statefile::{hex, one_line};
+use crate::transfer::{DownloadPipeline, Downloaded};
 
 pub(super) async fn receive_mail(
     ctx: &SyncContext<'_>,
@@ -97,8 +102,27 @@ async fn receive_one(
     }
 
     let part = inbox::part_path(ctx.home, &id);
-    let resumed_from = match with_retry!(session, |c| c.fetch(item, &part, ctx.progress)) {
-        Ok(from) => from,
+    // Download, store, hash and verify in one pass (see `transfer`); retries within this
+    // call continue the same pipeline from the byte where the connection dropped.
+    let (fetched, finished, resumed_from) = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| -> Result<_, NodeError> {
+            let mut pipeline =
+                DownloadPipeline::start(scope, &part, item.length, |body: &mut dyn Read| {
+                    verify(body, ctx.keyring, ctx.me.id(), pins)
+                })
+                .map_err(NodeError::io("opening the download"))?;
+            let resumed_from = pipeline.sink.resumed_from();
+            let fetched = tokio::runtime::Handle::current().block_on(async {
+                with_retry!(session, |c| c.fetch(item, &mut pipeline.sink, ctx.progress))
+            });
+            let finished = pipeline
+                .finish()
+                .map_err(NodeError::io("storing the download"))?;
+            Ok((fetched, finished, resumed_from))
+        })
+    })?;
+    match fetched {
+        Ok(()) => {}
         Err(e) if e.refuses_node() || e.is_connection_problem() => return Err(e.into()),
         Err(e @ RelayError::Local { .. }) => return Err(e.into()),
         Err(e) => {
@@ -108,9 +132,17 @@ async fn receive_one(
             });
             return Ok(false);
         }
+    }
+    let Some(downloaded) = finished else {
+        ctx.events.event(SyncEvent::DownloadDeferred {
+            bundle_id: id,
+            error: "the download ended before the last byte; it resumes at the next sync".into(),
+        });
+        return Ok(false);
     };
-    let filed =
-        tokio::task::block_in_place(|| file_download(ctx, pins, item, &part, resumed_from))?;
+    let filed = tokio::task::block_in_place(|| {
+        file_verified(ctx, pins, item, &part, resumed_from, downloaded)
+    })?;
     let Some(receipt_text) = filed else {
         ctx.events.event(SyncEvent::DownloadDeferred {
             bundle_id: id,
@@ -124,10 +156,9 @@ async fn receive_one(
     Ok(true)
 }
 
-/// Checks a complete download against the relay's listing, verifies it (pass 1 of opening)
-/// and files it: into the inbox if every check passed, else into quarantine. Returns the
-/// signed receipt to send back, or `None` if the bytes do not match the listing (the
-/// download is discarded and fetched again). Blocking: call it off the async workers.
+/// Checks a complete download already on disk against the relay's listing, verifies it
+/// (pass 1 of opening) and files it; see [`file_verified`]. Blocking.
+#[cfg(test)]
 pub(super) fn file_download(
     ctx: &SyncContext<'_>,
     pins: &Pins<'_>,
@@ -135,8 +166,41 @@ pub(super) fn file_download(
     part: &std::path::Path,
     resumed_from: u64,
 ) -> Result<Option<String>, NodeError> {
+    let (length, sha256) = measure_file(part).map_err(NodeError::io("reading the download"))?;
+    let verdict = File::open(part).map_err(OpenError::Io).and_then(|f| {
+        verify(
+            std::io::BufReader::with_capacity(256 * 1024, f),
+            ctx.keyring,
+            ctx.me.id(),
+            pins,
+        )
+    });
+    let downloaded = Downloaded {
+        length,
+        sha256,
+        verdict,
+    };
+    file_verified(ctx, pins, item, part, resumed_from, downloaded)
+}
+
+/// Files a complete, verified download: into the inbox if every check passed, else into
+/// quarantine. Returns the signed receipt to send back, or `None` if the bytes do not match
+/// the relay's listing (the download is discarded and fetched again). Blocking: call it
+/// off the async workers.
+pub(super) fn file_verified(
+    ctx: &SyncContext<'_>,
+    pins: &Pins<'_>,
+    item: &MailboxItem,
+    part: &std::path::Path,
+    resumed_from: u64,
+    downloaded: Downloaded<Result<VerifiedBundle, OpenError>>,
+) -> Result<Option<String>, NodeError> {
     let id = item.bundle_id.clone();
-    let (length, sha) = measure_file(part).map_err(NodeError::io("reading the download"))?;
+    let Downloaded {
+        length,
+        sha256: sha,
+        verdict: verified,
+    } = downloaded;
     let sha_hex = hex(&sha);
     if length != item.length || sha_hex != item.sha256 {
         let _ = std::fs::remove_file(part);
@@ -152,14 +216,6 @@ pub(super) fn file_download(
         deposited_at: relay_time(item.deposited_at, now),
         received_at: now,
     };
-    let verified = File::open(part).map_err(OpenError::Io).and_then(|f| {
-        verify(
-            BufReader::with_capacity(256 * 1024, f),
-            ctx.keyring,
-            ctx.me.id(),
-            pins,
-        )
-    });
     let rejection = match &verified {
         Ok(v) if v.manifest().bundle_id.as_str() != id => Some((
             "verification_failed",
@@ -187,6 +243,13 @@ pub(super) fn file_download(
     let receipt_text = match (rejection, verified) {
         (None, Ok(v)) => {
             let receipt = sign_receipt(ctx, &id, &sha, ReceiptStatus::Delivered, None)?;
+            let sender = &v.manifest().sender.id;
+            let country = pins.book.get(sender).map(|c| c.card.country());
+            ctx.actor.record(
+                AuditEvent::new(AuditAction::Receive)
+                    .bundle(&v.manifest().bundle_id)
+                    .counterpart(sender, country),
+            )?;
             let rec = inbox::admit(ctx.home, part, &v, &arrival, &receipt)?;
             ctx.events.event(SyncEvent::Received {
                 bundle_id: id.clone(),
@@ -199,6 +262,17 @@ pub(super) fn file_download(
         }
         (Some((class, reason, short)), _) => {
             let receipt = sign_receipt(ctx, &id, &sha, ReceiptStatus::Rejected, Some(short))?;
+            let mut event = AuditEvent::new(AuditAction::Quarantine)
+                .outcome(AuditOutcome::Refused)
+                .detail(class);
+            if let Ok(bundle) = BundleId::parse(&id) {
+                event = event.bundle(&bundle);
+            }
+            if let Ok(from) = dossier_bundle::FacilityId::parse(&item.from) {
+                let country = pins.book.get(&from).map(|c| c.card.country());
+                event = event.counterpart(&from, country);
+            }
+            ctx.actor.record(event)?;
             let rec = inbox::quarantine(ctx.home, part, &arrival, &reason, class, &receipt)?;
             ctx.events.event(SyncEvent::Quarantined {
                 bundle_id: id.clone(),

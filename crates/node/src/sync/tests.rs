@@ -29,6 +29,7 @@ struct Party {
     home: NodeHome,
     ring: Keyring,
     card: FacilityCard,
+    actor: crate::audit::Actor,
 }
 
 fn party(id: &str) -> Party {
@@ -43,11 +44,13 @@ fn party(id: &str) -> Party {
     let pass = SecretString::from("a passphrase for tests");
     let card = crate::identity::init(&home, &details, &pass, Timestamp::now()).unwrap();
     let ring = crate::identity::unlock(&home, &pass).unwrap();
+    let actor = crate::audit::Actor::new(&home, crate::audit::Operator::new("tester").unwrap());
     Party {
         _dir: dir,
         home,
         ring,
         card,
+        actor,
     }
 }
 
@@ -75,6 +78,7 @@ fn ctx<'a>(p: &'a Party, events: &'a Recorder) -> SyncContext<'a> {
         relay: RelayConfig::new("127.0.0.1:9", PIN).unwrap(),
         progress: &NoProgress,
         events,
+        actor: &p.actor,
     }
 }
 
@@ -88,8 +92,18 @@ fn queue(from: &Party, to: &[&Party]) -> OutboxRecord {
         subject: Some("SUBJECT-MARKER-1902".into()),
         thread: None,
         patient: Some("MRN-MARKER-5521".into()),
+        redacted: false,
+        overrides: Vec::new(),
     };
-    outbox::queue(&from.home, &from.ring, &opts, &[input], Timestamp::now()).unwrap()
+    outbox::queue(
+        &from.home,
+        &from.ring,
+        &opts,
+        &[input],
+        Timestamp::now(),
+        &mut |_| Ok(()),
+    )
+    .unwrap()
 }
 
 /// Puts the sender's outbox copy where a download would be; returns the relay's listing.
