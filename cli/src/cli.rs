@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// End-to-end encrypted exchange of medical records across borders.
 ///
 /// Exit codes: 0 success, 1 error, 2 usage, 3 verification failed (tampered, bad signature,
-/// not for this node), 4 pinned key mismatch, 5 sender not a pinned contact.
+/// not for this node), 4 pinned key mismatch or a key its owner revoked, 5 sender not a
+/// pinned contact, 6 refused by
+/// the disclosure policy (HOME/policy.toml; `dossier policy show`), nothing sent.
 #[derive(Debug, Parser)]
 #[command(name = "dossier", version, about, long_about = None)]
 pub struct Cli {
@@ -44,6 +46,11 @@ impl Cli {
             Command::Status(a) => a.json,
             Command::Audit(a) => a.json,
             Command::Disclosures(a) => a.json,
+            Command::Policy {
+                command: PolicyCommand::Show { json },
+            } => *json,
+            Command::Consent { command } => command.json(),
+            Command::Purge(a) => a.json,
             _ => false,
         }
     }
@@ -90,12 +97,39 @@ pub enum Command {
     Audit(AuditArgs),
     /// Account for disclosures: what left this node about a patient, or to a facility.
     Disclosures(DisclosuresArgs),
+    /// Show the disclosure policy in effect (HOME/policy.toml, else the safe defaults).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Record, withdraw or list patients' consents to their records going to a country.
+    Consent {
+        #[command(subcommand)]
+        command: ConsentCommand,
+    },
+    /// Delete copies whose retention period (policy.toml) ran out; `sync` does it too.
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Only list what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print what was deleted as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DisclosuresArgs {
     /// Every bundle about this patient reference that left this node.
-    #[arg(long, value_name = "REF", required_unless_present = "to", conflicts_with = "to")]
+    #[arg(
+        long,
+        value_name = "REF",
+        required_unless_present = "to",
+        conflicts_with = "to"
+    )]
     pub patient: Option<String>,
     /// Every bundle sent to this facility, grouped by patient (e.g. after its key leaked).
     #[arg(long, value_name = "FACILITY")]
@@ -109,6 +143,71 @@ pub struct DisclosuresArgs {
     /// Print the accounting as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print each setting with its value and where it comes from.
+    Show {
+        /// Print a JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// Record that the patient agrees to their records going to COUNTRY.
+    Grant {
+        /// The patient reference, as given to `--patient` when sealing.
+        #[arg(long, value_name = "REF")]
+        patient: String,
+        /// ISO 3166-1 alpha-2 country code, e.g. TH.
+        #[arg(long, value_name = "CC")]
+        country: String,
+        /// Last day the consent covers (YYYY-MM-DD, UTC, inclusive); none for no end date.
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+        /// Print the grant as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdraw the patient's current consent for COUNTRY (the grant is kept, marked
+    /// revoked).
+    Revoke {
+        /// The patient reference.
+        #[arg(long, value_name = "REF")]
+        patient: String,
+        /// ISO 3166-1 alpha-2 country code.
+        #[arg(long, value_name = "CC")]
+        country: String,
+        /// Print the revoked grant as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List grants, including ended ones (all patients unless --patient).
+    List {
+        /// Only this patient's grants.
+        #[arg(long, value_name = "REF")]
+        patient: Option<String>,
+        /// Only grants for this country.
+        #[arg(long, value_name = "CC")]
+        country: Option<String>,
+        /// Print a JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl ConsentCommand {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match self {
+            ConsentCommand::Grant { json, .. }
+            | ConsentCommand::Revoke { json, .. }
+            | ConsentCommand::List { json, .. } => *json,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +299,18 @@ pub enum KeyCommand {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
     },
+    /// Revoke this node's current key (lost or stolen device, leaked keyring): a signed
+    /// revocation goes to the relay, which refuses the key from then on, and to every
+    /// contact at its next sync. Then run `dossier key rotate`.
+    Revoke {
+        /// Why, in one line of at most 200 characters, e.g. "laptop stolen". The relay and
+        /// every contact can read it: never put patient details in it.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Confirm without being asked (required when not run from a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -209,7 +320,17 @@ pub enum KindArg {
     Message,
 }
 
-/// What `seal` and `send` share: recipients, kind, subject, thread, patient.
+/// What `--redact` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedactArg {
+    /// Direct identifiers in FHIR JSON and XML records: Patient identifiers (SSN, MRN),
+    /// telecom, address lines and postal codes, contacts and related persons, also in
+    /// narrative text.
+    Identifiers,
+}
+
+/// What `seal` and `send` share: recipients, kind, subject, thread, patient, and the
+/// disclosure-policy options.
 #[derive(Debug, Args)]
 pub struct BundleArgs {
     /// Recipient contact id (repeat for several).
@@ -227,6 +348,19 @@ pub struct BundleArgs {
     /// Patient reference such as an MRN (encrypted).
     #[arg(long)]
     pub patient: Option<String>,
+    /// Remove direct identifiers from every FHIR JSON and XML record before sealing; the
+    /// patient appears under a random pseudonym, and the table to re-link it stays on this
+    /// node only, encrypted (HOME/relink/). Other files are sent as they are.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub redact: Option<RedactArg>,
+    /// Send a minor's record to another country unredacted, overriding the policy's
+    /// [minors] rule. Needs --reason; the override is recorded in the audit trail.
+    #[arg(long, requires = "reason")]
+    pub allow_minor: bool,
+    /// Why the --allow-minor override is justified (at most 200 characters, kept in the
+    /// audit trail). Do not put the patient's name or other patient details in it.
+    #[arg(long, value_name = "TEXT", requires = "allow_minor")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -15,13 +15,14 @@ use std::time::Instant;
 
 use dossier_bundle::card::CardDetails;
 use dossier_bundle::{BundleKind, CountryCode, FacilityId, Keyring, PartyKind, Timestamp};
-use dossier_node::audit::{Actor, Operator};
+use dossier_node::audit::{Actor, Operator, VerifyReport};
 use dossier_node::opening::open_file;
 use dossier_node::relay_client::{NoProgress, runtime};
 use dossier_node::relay_config::RelayConfig;
 use dossier_node::sealing::SealOptions;
 use dossier_node::sync::{self, NoEvents, SendOutcome, SyncContext};
 use dossier_node::{ContactBook, NodeError, NodeHome, identity, inbox, outbox};
+use dossier_node::{disclosures, retention};
 use secrecy::SecretString;
 
 use crate::cli::DemoArgs;
@@ -312,6 +313,13 @@ pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
         "   clinic opened the treatment history: byte-identical: {}",
         if same { "yes" } else { "NO" }
     ));
+    // As `dossier open BUNDLE-ID` does: the sender gets a signed `opened` receipt.
+    if let Some(rec) = inbox::load_inbox(&clinic.home, &history_id)? {
+        let now = dossier_bundle::Timestamp::now();
+        let receipt =
+            retention::opened_receipt(&clinic.home, clinic_ring, &clinic.details.id, &rec, now)?;
+        retention::note_opened(&clinic.home, &clinic.actor, &history_id, &receipt, now)?;
+    }
     if !same {
         return Err(demo_err("demo check")(
             "opened parts differ from what was sent".into(),
@@ -381,6 +389,47 @@ pub fn run(args: &DemoArgs) -> Result<(), NodeError> {
         }
     }
 
+    out.say("\n11. The patient asks the coordinator for an accounting of disclosures (`dossier disclosures --patient MRN-0042`):");
+    sync_party(clinic, clinic_ring)?;
+    sync_party(coordinator, coord_ring)?;
+    let filter = disclosures::ReportFilter {
+        patient: Some("MRN-0042".into()),
+        ..Default::default()
+    };
+    for d in disclosures::report(&coordinator.home, &filter)? {
+        out.say(format!(
+            "   {}  bundle {} ({}, {} part(s)) sealed by {}",
+            d.disclosed_at,
+            d.bundle_id,
+            d.kind,
+            d.parts.len(),
+            d.operator
+        ));
+        for r in &d.recipients {
+            out.say(format!(
+                "     to {:<16} {}  {:<9} delivered {}  opened {}",
+                r.id,
+                r.country,
+                r.state,
+                r.delivered_at.map(|t| t.to_string()).unwrap_or("-".into()),
+                r.opened_at.map(|t| t.to_string()).unwrap_or("-".into())
+            ));
+        }
+    }
+
+    out.say("\n12. Each node's audit trail (who did what, never record content) verifies (`dossier audit verify`):");
+    for p in &parties {
+        match p.actor.log().verify()? {
+            VerifyReport::Intact(t) => out.say(format!(
+                "   {:<20} {} entries, hash chain and anchor intact",
+                p.label, t.entries
+            )),
+            VerifyReport::Broken(b) => {
+                return Err(demo_err("demo check")(format!("audit trail broken: {b}")));
+            }
+        }
+    }
+
     rt.block_on(relay.shutdown())
         .map_err(|e| demo_err("stopping the relay")(e.to_string()))?;
     out.say(format!(
@@ -405,11 +454,22 @@ fn send_one(
     rt: &tokio::runtime::Runtime,
     p: &Party,
     ring: &Keyring,
-    opts: SealOptions,
+    mut opts: SealOptions,
     input: &Path,
 ) -> Result<String, NodeError> {
     let c = ctx(p, ring)?;
-    match rt.block_on(sync::send(&c, &opts, &[input.to_path_buf()]))? {
+    // The same disclosure gate as `dossier send`: the parties have no policy.toml, so the
+    // safe defaults apply (records to verified contacts; the sample patient is an adult).
+    let prepared = dossier_node::gate::prepare(
+        &p.home,
+        &p.actor,
+        dossier_node::AuditAction::Send,
+        &mut opts,
+        &[input.to_path_buf()],
+        &dossier_node::gate::GateFlags::default(),
+        Timestamp::now(),
+    )?;
+    match rt.block_on(sync::send(&c, &opts, prepared.inputs()))? {
         SendOutcome::Accepted(rec) => Ok(rec.bundle_id),
         SendOutcome::Queued { why, .. } => Err(demo_err("sending")(why)),
     }
@@ -436,10 +496,13 @@ fn party(
     kind: PartyKind,
 ) -> Result<Party, NodeError> {
     let home = NodeHome::at(&root.join(id));
-    let actor = Actor::new(
-        &home,
-        Operator::new(&format!("{label}-operator").to_lowercase().replace(' ', "-"))?,
-    );
+    // The person acting at each node, as `--operator` would name them.
+    let operator = match kind {
+        PartyKind::Patient => "maria.lopez",
+        _ if cc == "US" => "j.rivera",
+        _ => "dr.suda",
+    };
+    let actor = Actor::new(&home, Operator::new(operator)?);
     Ok(Party {
         label,
         home,

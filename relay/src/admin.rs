@@ -128,6 +128,15 @@ pub(crate) fn enroll_into(
 ) -> Result<EnrollReport, RelayError> {
     let card = FacilityCard::parse(card_bytes)?;
     let facility = card.id().as_str();
+    // A key its holder revoked (docs/protocol.md §17) stays refused: enrolling the same
+    // card again would only make every connection fail.
+    if let Some(r) = store.key_revocation(facility, &card.key_id().to_hex())? {
+        return Err(RelayError::KeyRevoked {
+            facility: facility.to_owned(),
+            fingerprint: card.fingerprint().to_string(),
+            revoked_at: r.posted_at,
+        });
+    }
     let previous = match store.enrollment(facility)? {
         None => PreviousEnrollment::None,
         Some(e) if e.revoked_at.is_some() => PreviousEnrollment::Reinstated,

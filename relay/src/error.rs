@@ -65,6 +65,20 @@ pub enum RelayError {
     /// The card given to `enroll` is not a valid, self-signed dossier card.
     #[error("{0}")]
     Card(#[from] dossier_bundle::CardError),
+    /// `enroll` was given a card whose key its holder revoked (docs/protocol.md §17).
+    #[error(
+        "the key on this card of {facility} (fingerprint {fingerprint}) was revoked by its \
+         holder (relay time {revoked_at}); ask {facility} for the new card made by `dossier key \
+         rotate`, check its fingerprint with them by phone, and enroll that"
+    )]
+    KeyRevoked {
+        /// The facility id.
+        facility: String,
+        /// Fingerprint of the revoked key.
+        fingerprint: String,
+        /// When the relay stored the revocation (Unix seconds).
+        revoked_at: i64,
+    },
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -132,7 +132,8 @@ fn records_reach_clinic_and_patient_and_receipts_come_back() {
     assert_eq!(opened.json()["bundle_id"], id.as_str());
     assert_eq!(tree_digests(&out), expected);
 
-    // Syncing again changes nothing: no second inbox entry, no new receipts.
+    // Syncing again receives nothing new and makes no second inbox entry; the only news
+    // for the sender is the clinic's signed `opened` receipt, once.
     let again = c.clinic.sync();
     assert_eq!(
         again["received"].as_array().map(Vec::len),
@@ -143,8 +144,16 @@ fn records_reach_clinic_and_patient_and_receipts_come_back() {
     let again = c.coordinator.sync();
     assert_eq!(
         again["receipts"].as_array().map(Vec::len),
-        Some(0),
+        Some(1),
         "{again}"
+    );
+    assert_eq!(c.coordinator.delivery_state(&id, CLINIC_ID), "opened");
+    assert_eq!(c.coordinator.delivery_state(&id, PATIENT_ID), "delivered");
+    let once_more = c.coordinator.sync();
+    assert_eq!(
+        once_more["receipts"].as_array().map(Vec::len),
+        Some(0),
+        "{once_more}"
     );
 
     // The relay never saw the subject, the patient reference, a file name or content.

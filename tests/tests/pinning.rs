@@ -234,8 +234,9 @@ fn bundle_from_an_unpinned_sender_is_refused_with_exit_5() {
     let clinic = lab.clinic();
     let stranger = lab.stranger();
     // The stranger has the clinic's card and can seal to it; the clinic never pinned the
-    // stranger.
-    stranger.pin(&clinic, false);
+    // stranger. (The stranger confirmed the clinic's fingerprint: the default disclosure
+    // policy sends records only to verified contacts.)
+    stranger.pin(&clinic, true);
     let (_, dir) = records(&lab, 61);
     let bundle = lab.fresh_path("from-stranger");
     stranger.seal(&[CLINIC_ID], &PHI.seal_args(), &bundle, &[&dir]);

@@ -24,6 +24,7 @@ use dossier_bundle::card::CardDetails;
 use dossier_bundle::open::{
     FailureClass, PartSink, SenderDirectory, SenderLookupError, extract, verify,
 };
+use dossier_bundle::revocation::{RevocationError, SignedRevocation};
 use dossier_bundle::{
     CardError, CountryCode, FacilityCard, FacilityId, FacilityKeys, KeyId, Keyring, Manifest,
     ManifestError, OpenError, PartPath, PartyKind, PartyRef, Timestamp,
@@ -514,12 +515,59 @@ fn check_bundle(v: &Vector) -> Result<(), String> {
 
 // ---------------------------------------------------------------------------------------
 
+fn revocation_error_kind(e: &RevocationError) -> &'static str {
+    match e {
+        RevocationError::TooLarge => "too_large",
+        RevocationError::Malformed(_) => "malformed",
+        RevocationError::UnknownVersion(_) => "unknown_version",
+        RevocationError::BadReason(_) => "bad_reason",
+        RevocationError::WrongFacility { .. } => "wrong_facility",
+        RevocationError::WrongKey { .. } => "wrong_key",
+        RevocationError::BadSignature => "bad_signature",
+        _ => "other",
+    }
+}
+
+/// `SignedRevocation::parse`, then `verify` against the vector's `card:` (§17).
+fn check_revocation(v: &Vector) -> Result<(), String> {
+    let card = FacilityCard::parse(v.req("card")?.as_bytes())
+        .map_err(|e| format!("card header refused: {e}"))?;
+    let result = SignedRevocation::parse(&v.body).and_then(|r| {
+        let content = r.verify(&card)?.clone();
+        // What was accepted re-serialises to a revocation that parses equal.
+        let again = SignedRevocation::parse(&r.to_bytes())?;
+        assert_eq!(again, r, "round trip");
+        Ok(content)
+    });
+    match v.req("expect")? {
+        "revocation_error" => match result {
+            Ok(_) => Err("revocation was accepted".into()),
+            Err(e) => check_eq(
+                "revocation error",
+                revocation_error_kind(&e),
+                v.req("error")?,
+            ),
+        },
+        "success" => {
+            let r = result.map_err(|e| format!("revocation refused: {e}"))?;
+            check_eq("facility", r.facility.as_str(), v.req("facility")?)?;
+            check_eq("key id", r.key.to_hex().as_str(), v.req("key_id")?)?;
+            check_eq("reason", r.reason.as_str(), v.req("reason")?)?;
+            check_eq("revoked_at", r.revoked_at, ts(v.req("revoked_at")?)?)
+        }
+        other => Err(format!("unknown expect {other:?} for a revocation")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
 fn check(v: &Vector) -> Result<(), String> {
     match v.req("type")? {
         "fingerprint" => check_fingerprint(v),
         "card" => check_card(v),
         "manifest" => check_manifest(v),
         "bundle" => check_bundle(v),
+        "revocation" => check_revocation(v),
         other => Err(format!("unknown vector type {other:?}")),
     }
 }

@@ -5,27 +5,52 @@ use std::path::{Path, PathBuf};
 use dossier_bundle::{BundleId, BundleKind, FacilityId, Manifest, Timestamp};
 use dossier_node::audit::{Actor, AuditAction, AuditEvent, AuditOutcome};
 use dossier_node::disclosures::{self, Channel, DisclosureRecord};
+use dossier_node::gate::{self, GateFlags, Prepared};
 use dossier_node::opening::{OpenReport, open_file};
 use dossier_node::sealing::{SealOptions, seal_to_file};
-use dossier_node::{ContactBook, NodeError, NodeHome, identity, inbox, outbox};
+use dossier_node::{ContactBook, NodeError, NodeHome, identity, inbox, outbox, retention};
 use serde_json::json;
 
-use crate::cli::{BundleArgs, KindArg, OpenArgs, SealArgs};
+use crate::cli::{BundleArgs, KindArg, OpenArgs, RedactArg, SealArgs};
 use crate::output::Out;
 use crate::passphrase;
 
 pub fn seal(home: &NodeHome, actor: &Actor, a: SealArgs) -> Result<(), NodeError> {
     let out = Out::new(a.json);
-    let opts = seal_options(a.bundle)?;
+    let flags = gate_flags(&a.bundle);
+    let mut opts = seal_options(a.bundle)?;
     let me = identity::my_card(home)?;
+    if a.output.exists() {
+        return Err(NodeError::OutputExists(a.output));
+    }
     let pass = passphrase::existing()?;
     let ring = identity::unlock(home, &pass)?;
-    let m = seal_to_file(home, &ring, &opts, &a.paths, &a.output, Timestamp::now())?;
+    // The disclosure policy decides first; what is sealed is what it prepared.
+    let mut prepared = gate::prepare(
+        home,
+        actor,
+        AuditAction::Seal,
+        &mut opts,
+        &a.paths,
+        &flags,
+        Timestamp::now(),
+    )?;
+    let m = seal_to_file(
+        home,
+        &ring,
+        &opts,
+        prepared.inputs(),
+        &a.output,
+        Timestamp::now(),
+    )?;
     // The file is a disclosure once it exists: account for it and audit it, or remove it.
     if let Err(e) = account_for_seal(home, actor, &opts, &m) {
         let _ = std::fs::remove_file(&a.output);
         return Err(e);
     }
+    after_gate(&out, home, &mut prepared, m.bundle_id.as_str());
+    let pseudonym = prepared.pseudonym().map(str::to_owned);
+    drop(prepared);
     let total: u64 = m.parts.iter().map(|p| p.length).sum();
     out.say(format!(
         "Sealed bundle {} ({}, {} part(s), {} bytes) from {} to {} into {}",
@@ -46,6 +71,9 @@ pub fn seal(home: &NodeHome, actor: &Actor, a: SealArgs) -> Result<(), NodeError
         "bytes": total,
         "created_at": m.created_at.to_string(),
         "output": a.output,
+        "redacted": opts.redacted,
+        "pseudonym": pseudonym,
+        "overrides": opts.overrides,
     }));
     Ok(())
 }
@@ -75,6 +103,34 @@ fn account_for_seal(
         .record(event)
         .inspect_err(|_| disclosures::forget(home, m.bundle_id.as_str()))?;
     Ok(())
+}
+
+/// What the disclosure gate is asked for on the command line (`--redact`, `--allow-minor
+/// --reason`; clap makes each of the last two require the other).
+pub fn gate_flags(b: &BundleArgs) -> GateFlags {
+    GateFlags {
+        redact_identifiers: b.redact == Some(RedactArg::Identifiers),
+        allow_minor_reason: if b.allow_minor {
+            b.reason.clone()
+        } else {
+            None
+        },
+    }
+}
+
+/// After sealing: names the bundle in the re-link table and tells the operator what the
+/// gate did. A table that cannot be updated keeps its pseudonym as the key, so this warns
+/// rather than fails (the bundle is already accounted for).
+pub fn after_gate(out: &Out, home: &NodeHome, prepared: &mut Prepared, bundle_id: &str) {
+    if let Err(e) = prepared.bind_bundle(home, bundle_id) {
+        eprintln!(
+            "warning: the re-link table could not be updated with bundle {bundle_id} ({e}); \
+             it is kept under its pseudonym"
+        );
+    }
+    for note in prepared.notes() {
+        out.say(note);
+    }
 }
 
 /// The seal options `seal` and `send` both take.
@@ -162,6 +218,18 @@ pub fn open(home: &NodeHome, actor: &Actor, a: OpenArgs) -> Result<(), NodeError
         // Plaintext that the trail cannot account for does not stay.
         let _ = std::fs::remove_dir_all(&r.out_dir);
         return Err(e);
+    }
+    // Retention: the export is deleted when its period runs out; an inbox bundle's period
+    // starts at its first opening, and its sender gets a signed `opened` receipt.
+    let now = Timestamp::now();
+    let id = r.manifest.bundle_id.as_str();
+    retention::note_export(home, actor, id, &r.out_dir, now)?;
+    if file == inbox::bundle_path(home, id) {
+        if let Some(rec) = inbox::load_inbox(home, id)? {
+            let me = identity::my_card(home)?;
+            let receipt = retention::opened_receipt(home, &ring, me.id(), &rec, now)?;
+            retention::note_opened(home, actor, id, &receipt, now)?;
+        }
     }
     let m = &r.manifest;
     out.say(format!(

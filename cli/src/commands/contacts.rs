@@ -24,6 +24,8 @@ pub fn run(home: &NodeHome, actor: &Actor, cmd: ContactsCommand) -> Result<(), N
                 card.fingerprint(),
             );
             let event = AuditEvent::new(AuditAction::ContactAdd).counterpart(&id, Some(country));
+            // A revocation fetched before this facility was pinned still counts.
+            dossier_node::revocation::check_new_card(home, &mut book, &card, now)?;
             let outcome = match book.add(card, me.id(), verified.as_deref(), now) {
                 Ok(o) => o,
                 Err(e) => {
@@ -69,6 +71,10 @@ pub fn run(home: &NodeHome, actor: &Actor, cmd: ContactsCommand) -> Result<(), N
                         "verified": c.verified,
                         "pinned_at": c.pinned_at.to_string(),
                         "verified_at": c.verified_at.map(|t| t.to_string()),
+                        "revoked": book.revoked(c.card.id()).map(|r| json!({
+                            "at": r.at.to_string(),
+                            "reason": r.reason,
+                        })),
                     })
                 })
                 .collect();
@@ -80,7 +86,13 @@ pub fn run(home: &NodeHome, actor: &Actor, cmd: ContactsCommand) -> Result<(), N
                     "{:<24} {:<2} {:<10} {}  {}  {}",
                     c.card.id(),
                     c.card.country(),
-                    if c.verified { "verified" } else { "UNVERIFIED" },
+                    if book.revoked(c.card.id()).is_some() {
+                        "REVOKED"
+                    } else if c.verified {
+                        "verified"
+                    } else {
+                        "UNVERIFIED"
+                    },
                     c.card.fingerprint(),
                     c.pinned_at,
                     c.card.name()
@@ -127,6 +139,8 @@ fn refusal_class(e: &NodeError) -> &'static str {
         NodeError::ContactKeyMismatch { .. } => "key differs from the pinned one",
         NodeError::FingerprintMismatch { .. } => "fingerprint does not match",
         NodeError::IsSelf => "own card",
+        NodeError::RotationByRevokedKey { .. } => "new card signed by a revoked key",
+        NodeError::CardKeyRevoked { .. } => "card carries a revoked key",
         _ => "refused",
     }
 }

@@ -43,13 +43,20 @@ pub fn run(home: &NodeHome, actor: &Actor, a: DisclosuresArgs) -> Result<(), Nod
     let entries = report(home, &filter)?;
     let document = match (&a.patient, &a.to) {
         (Some(patient), _) => {
-            say_entries(&out, &format!("Disclosures about patient {patient}"), &entries);
+            say_entries(
+                &out,
+                &format!("Disclosures about patient {patient}"),
+                &entries,
+            );
             json!({ "patient": patient, "since": a.since, "disclosures": entries })
         }
         (None, Some(to)) => {
             let mut by_patient: BTreeMap<String, Vec<&ReportEntry>> = BTreeMap::new();
             for e in &entries {
-                let key = e.patient.clone().unwrap_or_else(|| "(no patient reference)".into());
+                let key = e
+                    .patient
+                    .clone()
+                    .unwrap_or_else(|| "(no patient reference)".into());
                 by_patient.entry(key).or_default().push(e);
             }
             out.say(format!(
@@ -110,7 +117,11 @@ fn say_entries(out: &Out, title: &str, entries: &[ReportEntry]) {
             e.kind,
             e.channel,
             e.operator,
-            if e.redacted { "  (identifiers removed)" } else { "" }
+            if e.redacted {
+                "  (identifiers removed)"
+            } else {
+                ""
+            }
         ));
         for r in &e.recipients {
             out.say(format!(
@@ -128,7 +139,10 @@ fn say_entries(out: &Out, title: &str, entries: &[ReportEntry]) {
             ));
         }
         for p in &e.parts {
-            out.say(format!("    part {}  {}  {} bytes", p.name, p.media_type, p.length));
+            out.say(format!(
+                "    part {}  {}  {} bytes",
+                p.name, p.media_type, p.length
+            ));
         }
         for o in &e.overrides {
             out.say(format!("    policy override: {o}"));

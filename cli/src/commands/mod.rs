@@ -3,12 +3,15 @@
 
 mod audit;
 mod bundle;
+mod consent;
 mod contacts;
 mod disclosures;
 mod identity;
 mod mailbox;
 mod online;
+mod policy;
 mod progress;
+mod purge;
 
 use dossier_node::audit::{Actor, Operator};
 use dossier_node::{NodeError, NodeHome};
@@ -35,6 +38,9 @@ pub fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Sync(a) => online::sync(&home, &actor, a),
         Command::Audit(a) => audit::run(&home, a),
         Command::Disclosures(a) => disclosures::run(&home, &actor, a),
+        Command::Policy { command } => policy::run(&home, command),
+        Command::Consent { command } => consent::run(&home, &actor, command),
+        Command::Purge(a) => purge::run(&home, &actor, a),
         Command::Inbox(a) => mailbox::inbox(&home, a),
         Command::Outbox(a) => mailbox::outbox(&home, a),
         Command::Status(a) => mailbox::status(&home, a),

@@ -8,10 +8,10 @@ use dossier_node::outbox::OutboxRecord;
 use dossier_node::relay_client::runtime;
 use dossier_node::relay_config::{self, RelayConfig};
 use dossier_node::sync::{self, SendOutcome, SyncContext, SyncEvent, SyncEvents};
-use dossier_node::{NodeError, NodeHome, identity, outbox};
+use dossier_node::{NodeError, NodeHome, gate, identity, outbox};
 use serde_json::json;
 
-use super::bundle::seal_options;
+use super::bundle::{after_gate, gate_flags, seal_options};
 use super::progress::TerminalProgress;
 use crate::cli::{RelayCommand, SendArgs, SyncArgs};
 use crate::output::Out;
@@ -59,17 +59,39 @@ pub fn relay(home: &NodeHome, actor: &Actor, cmd: RelayCommand) -> Result<(), No
 
 pub fn send(home: &NodeHome, actor: &Actor, a: SendArgs) -> Result<(), NodeError> {
     let out = Out::new(a.json);
-    let opts = seal_options(a.bundle)?;
+    let flags = gate_flags(&a.bundle);
+    let mut opts = seal_options(a.bundle)?;
     // Fail before sealing if there is nowhere to send to.
     RelayConfig::require(home)?;
     identity::my_card(home)?;
     let pass = passphrase::existing()?;
     let ring = identity::unlock(home, &pass)?;
+    // The disclosure policy decides first; what is sealed is what it prepared.
+    let mut prepared = gate::prepare(
+        home,
+        actor,
+        AuditAction::Send,
+        &mut opts,
+        &a.paths,
+        &flags,
+        dossier_bundle::Timestamp::now(),
+    )?;
     let progress = TerminalProgress::new();
     let events = Printer::new(out, false);
     let ctx = SyncContext::new(home, &ring, &progress, &events, actor)?;
     let rt = runtime().map_err(NodeError::io("starting the network runtime"))?;
-    let outcome = rt.block_on(sync::send(&ctx, &opts, &a.paths))?;
+    let outcome = rt.block_on(sync::send(&ctx, &opts, prepared.inputs()))?;
+    let bundle_id = match &outcome {
+        SendOutcome::Accepted(rec) => rec.bundle_id.clone(),
+        SendOutcome::Queued { record, .. } => record.bundle_id.clone(),
+    };
+    after_gate(&out, home, &mut prepared, &bundle_id);
+    let gate_json = |mut doc: serde_json::Value| {
+        doc["redacted"] = opts.redacted.into();
+        doc["pseudonym"] = prepared.pseudonym().into();
+        doc["overrides"] = opts.overrides.clone().into();
+        doc
+    };
     match outcome {
         SendOutcome::Accepted(rec) => {
             let at = rec
@@ -89,7 +111,7 @@ pub fn send(home: &NodeHome, actor: &Actor, a: SendArgs) -> Result<(), NodeError
                 "Delivery receipts arrive with `dossier sync`; `dossier status {}` shows them.",
                 rec.bundle_id
             ));
-            out.json(&send_json(&rec, "accepted", None));
+            out.json(&gate_json(send_json(&rec, "accepted", None)));
         }
         SendOutcome::Queued { record, why } => {
             out.say(format!(
@@ -97,9 +119,11 @@ pub fn send(home: &NodeHome, actor: &Actor, a: SendArgs) -> Result<(), NodeError
                 record.bundle_id
             ));
             out.say("It is stored safely and survives a restart; run `dossier sync` to upload it once the relay is reachable.");
-            out.json(&send_json(&record, "queued", Some(&why)));
+            out.json(&gate_json(send_json(&record, "queued", Some(&why))));
         }
     }
+    // The sealed copy is in the outbox: the redacted working copies can go.
+    drop(prepared);
     Ok(())
 }
 
@@ -204,7 +228,7 @@ fn summary(
     ));
     let mut doc = json!({
         "uploaded": [], "received": [], "quarantined": [], "duplicates": [],
-        "receipts": [], "deferred": [], "warnings": [],
+        "receipts": [], "deferred": [], "warnings": [], "purged": [], "revoked": [],
         "outbox": {"waiting_for_relay": waiting_upload, "awaiting_receipts": awaiting, "overdue": overdue},
     });
     for e in &seen {
@@ -251,6 +275,12 @@ fn summary(
                 ("deferred", json!({"bundle_id": bundle_id, "error": error}))
             }
             SyncEvent::Warning(w) => ("warnings", json!(w)),
+            SyncEvent::ContactRevoked { id, reason } => {
+                ("revoked", json!({"id": id, "reason": reason}))
+            }
+            SyncEvent::Purged { what, bundle_id } => {
+                ("purged", json!({"what": what, "bundle_id": bundle_id}))
+            }
             _ => continue,
         };
         if let Some(list) = doc[key].as_array_mut() {
@@ -342,6 +372,20 @@ impl SyncEvents for Printer {
                 state.as_str()
             )),
             SyncEvent::Warning(w) => Some(format!("warning: {w}")),
+            SyncEvent::ContactRevoked { id, reason } => Some(format!(
+                "REVOKED      {id}  revoked its key (their reason: \"{reason}\"): nothing more is sent to or accepted from that key; pin their new card only after checking its fingerprint by phone"
+            )),
+            SyncEvent::RevocationPosted { fingerprint } => Some(format!(
+                "revocation   the relay stored the revocation of this node's key {fingerprint}"
+            )),
+            SyncEvent::Purged { what, bundle_id } => Some(format!(
+                "retention: deleted the {} of bundle {bundle_id} (its period in policy.toml ran out)",
+                match *what {
+                    "export" => "plaintext export",
+                    "inbox" => "received ciphertext",
+                    _ => "sent copy",
+                }
+            )),
             SyncEvent::Reconnecting { in_secs, error } => Some(format!(
                 "relay unavailable ({error}); trying again in {in_secs} s"
             )),

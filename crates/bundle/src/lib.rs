@@ -15,6 +15,8 @@
 //! * A sealed bundle is a standard age v1 file whose plaintext is a POSIX (ustar) tar stream:
 //!   `parts/...` entries, then `manifest.json`, then `manifest.sig` (a detached Ed25519
 //!   signature over the manifest bytes). See [`seal`] and [`open`].
+//! * A [`revocation::SignedRevocation`] is a facility's statement, signed by the key itself,
+//!   that one of its keys must no longer be trusted.
 //!
 //! Security policy for this crate: no `unsafe`; secret key material lives in types that
 //! zeroize on drop and have no `Debug`/`Display`/`Clone`; error messages never contain record
@@ -37,6 +39,7 @@ pub mod media;
 pub mod open;
 pub mod receipt;
 pub mod relay_auth;
+pub mod revocation;
 #[cfg(feature = "sealing")]
 pub mod seal;
 pub mod sig;
@@ -52,6 +55,7 @@ pub use ids::{BundleId, CountryCode, FacilityId, IdError};
 pub use manifest::{BundleKind, Manifest, ManifestError, PartEntry, PartPath, PartyRef};
 #[cfg(feature = "sealing")]
 pub use open::{OpenError, PartSink, SenderDirectory, SenderLookupError, VerifiedBundle};
+pub use revocation::{Revocation, RevocationError, SignedRevocation};
 #[cfg(feature = "sealing")]
 pub use seal::{PartSource, SealError, SealRequest, SealedBundle};
 pub use timestamp::Timestamp;

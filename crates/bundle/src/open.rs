@@ -23,6 +23,7 @@ use crate::ids::FacilityId;
 use crate::limits::MAX_AGE_HEADER_BYTES;
 use crate::manifest::{Manifest, ManifestError, PartPath, PartyRef};
 use crate::sig::{self, SigContext};
+use crate::timestamp::Timestamp;
 
 /// Why a bundle was not opened. Messages never include part names, subjects or patient
 /// references; parts are referred to by position.
@@ -79,6 +80,18 @@ pub enum OpenError {
         /// Fingerprint of the key named in the bundle.
         presented: Fingerprint,
     },
+    /// The sender signed with a key its owner has revoked (docs/protocol.md §17).
+    #[error(
+        "the bundle is signed by {sender} with key {fingerprint}, which {sender} revoked at {revoked_at}; it was not opened. Do not trust it: ask {sender} to send it again after you have checked their new fingerprint with them by phone"
+    )]
+    SenderKeyRevoked {
+        /// The sender id claimed.
+        sender: FacilityId,
+        /// Fingerprint of the revoked key named in the bundle.
+        fingerprint: Fingerprint,
+        /// When the owner revoked it.
+        revoked_at: Timestamp,
+    },
     /// The signature does not verify.
     #[error("the bundle's signature does not verify: it was altered or forged; do not trust it")]
     BadSignature,
@@ -108,7 +121,9 @@ impl OpenError {
     pub fn class(&self) -> FailureClass {
         match self {
             OpenError::UnknownSender(_) => FailureClass::UnknownSender,
-            OpenError::SenderKeyMismatch { .. } => FailureClass::PinMismatch,
+            OpenError::SenderKeyMismatch { .. } | OpenError::SenderKeyRevoked { .. } => {
+                FailureClass::PinMismatch
+            }
             OpenError::Io(_) | OpenError::Sink(_) => FailureClass::Local,
             _ => FailureClass::Verification,
         }
@@ -124,6 +139,11 @@ pub enum SenderLookupError {
     KeyMismatch {
         /// Fingerprint of the pinned (current) key.
         pinned: Fingerprint,
+    },
+    /// The key is pinned, but its owner revoked it (docs/protocol.md §17).
+    KeyRevoked {
+        /// When the owner revoked it.
+        revoked_at: Timestamp,
     },
 }
 
@@ -184,6 +204,11 @@ pub fn verify<R: Read>(
             sender: manifest.sender.id.clone(),
             pinned,
             presented: manifest.sender.key.fingerprint(),
+        },
+        SenderLookupError::KeyRevoked { revoked_at } => OpenError::SenderKeyRevoked {
+            sender: manifest.sender.id.clone(),
+            fingerprint: manifest.sender.key.fingerprint(),
+            revoked_at,
         },
     })?;
     if sender.id() != &manifest.sender.id || sender.key_id() != manifest.sender.key {
@@ -540,6 +565,24 @@ mod tests {
         let e = verify(&bundle[..], &b.keys, b.card.id(), &Dir(vec![impostor.card])).unwrap_err();
         assert!(matches!(e, OpenError::SenderKeyMismatch { .. }));
         assert_eq!(e.class(), FailureClass::PinMismatch);
+    }
+
+    #[test]
+    fn revoked_sender_key_is_refused() {
+        struct Revoked;
+        impl SenderDirectory for Revoked {
+            fn sender_card(&self, _: &PartyRef) -> Result<FacilityCard, SenderLookupError> {
+                Err(SenderLookupError::KeyRevoked {
+                    revoked_at: Timestamp::from_unix(1_800_000_000).unwrap(),
+                })
+            }
+        }
+        let (a, b) = (party("us-a", "US"), party("th-b", "TH"));
+        let bundle = sealed(&a, &[&b], &[("p", b"x")]);
+        let e = verify(&bundle[..], &b.keys, b.card.id(), &Revoked).unwrap_err();
+        assert!(matches!(e, OpenError::SenderKeyRevoked { .. }));
+        assert_eq!(e.class(), FailureClass::PinMismatch);
+        assert!(e.to_string().contains("revoked"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum SigContext {
     RelayAuth,
     /// A delivery receipt signed by a recipient.
     Receipt,
+    /// A key's revocation, signed by the revoked key itself (docs/protocol.md §17).
+    Revocation,
 }
 
 impl SigContext {
@@ -32,6 +34,7 @@ impl SigContext {
             SigContext::Manifest => "dossier/manifest/v1",
             SigContext::RelayAuth => "dossier/relay-auth/v1",
             SigContext::Receipt => "dossier/receipt/v1",
+            SigContext::Revocation => "dossier/revocation/v1",
         }
     }
 

@@ -237,7 +237,11 @@ pub struct ReportEntry {
 pub fn report(home: &NodeHome, filter: &ReportFilter) -> Result<Vec<ReportEntry>, NodeError> {
     let mut out = Vec::new();
     for rec in list(home)? {
-        if filter.patient.as_ref().is_some_and(|p| rec.patient.as_ref() != Some(p)) {
+        if filter
+            .patient
+            .as_ref()
+            .is_some_and(|p| rec.patient.as_ref() != Some(p))
+        {
             continue;
         }
         if filter

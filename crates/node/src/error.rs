@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use dossier_bundle::open::FailureClass;
 use dossier_bundle::{
-    CardError, FacilityId, Fingerprint, IdError, KeyringError, OpenError, SealError,
+    CardError, FacilityId, Fingerprint, IdError, KeyringError, OpenError, SealError, Timestamp,
 };
 
 /// The documented exit codes, by meaning.
@@ -23,7 +23,7 @@ pub enum ExitClass {
     Usage = 2,
     /// 3: verification failed (tampered, truncated, bad signature, not for this node).
     Verification = 3,
-    /// 4: a key differs from the pinned one.
+    /// 4: a key differs from the pinned one, or its owner revoked it (docs/protocol.md §17).
     PinMismatch = 4,
     /// 5: the sender is not a pinned contact.
     UnknownSender = 5,
@@ -219,6 +219,75 @@ pub enum NodeError {
     /// A consent register request was refused.
     #[error(transparent)]
     Consent(#[from] crate::policy::ConsentError),
+    /// The contact revoked the key it is pinned with (docs/protocol.md §17): nothing is
+    /// sealed or sent to it until its new card is pinned.
+    #[error(
+        "{id} revoked its key at {at} (their reason: \"{reason}\"), so nothing was sealed or sent \
+         to {id}. Get {id}'s new card, check its fingerprint with {id} on a number you already \
+         trust, then run `dossier contacts remove {id}` and `dossier contacts add CARD --verified \
+         FINGERPRINT`"
+    )]
+    ContactRevoked {
+        /// Contact id.
+        id: FacilityId,
+        /// When the contact revoked the key (its signed time).
+        at: Timestamp,
+        /// The contact's one-line reason.
+        reason: String,
+    },
+    /// A new card for a contact is rotation-signed by a key the contact revoked (or by a card
+    /// such a key vouched for).
+    #[error(
+        "the new card for {id} (fingerprint {presented}) is vouched for by a key {id} revoked at \
+         {revoked_at}; a revoked key cannot vouch for a new one, so the pin was not moved. Check \
+         the new fingerprint with {id} on a number you already trust, then run `dossier contacts \
+         remove {id}` and `dossier contacts add CARD --verified FINGERPRINT`"
+    )]
+    RotationByRevokedKey {
+        /// Contact id.
+        id: FacilityId,
+        /// Fingerprint of the new card.
+        presented: Fingerprint,
+        /// When the contact revoked the key that signed it.
+        revoked_at: Timestamp,
+    },
+    /// The card's own key was revoked by its holder.
+    #[error(
+        "this card of {id} carries the key {fingerprint}, which {id} revoked at {at}; it was not \
+         pinned. Ask {id} for the card made by `dossier key rotate` and check its fingerprint \
+         with {id} by phone"
+    )]
+    CardKeyRevoked {
+        /// Contact id.
+        id: FacilityId,
+        /// Fingerprint of the revoked key.
+        fingerprint: Fingerprint,
+        /// When it was revoked.
+        at: Timestamp,
+    },
+    /// This node revoked its own current key (`dossier key revoke`).
+    #[error(
+        "this node's key (fingerprint {fingerprint}) was revoked at {at} with `dossier key \
+         revoke`, so it signs nothing any more. Run `dossier key rotate` to make new keys, ask \
+         the relay operator to enroll your new card (`dossier card -o FILE`), and ask every \
+         contact to check your new fingerprint with you by phone"
+    )]
+    OwnKeyRevoked {
+        /// Fingerprint of the revoked key.
+        fingerprint: Fingerprint,
+        /// When it was revoked.
+        at: Timestamp,
+    },
+    /// `key rotate` while the revocation of the current key has not reached the relay.
+    #[error(
+        "the revocation of this node's key has not reached the relay yet (it is kept in {0}); \
+         run `dossier sync` once the relay is reachable, then `dossier key rotate`. Rotating \
+         first would leave your contacts unaware that the old key was revoked"
+    )]
+    RevocationPending(PathBuf),
+    /// A revocation could not be made or was refused.
+    #[error(transparent)]
+    Revocation(#[from] dossier_bundle::RevocationError),
 }
 
 impl NodeError {
@@ -237,8 +306,13 @@ impl NodeError {
                 FailureClass::UnknownSender => ExitClass::UnknownSender,
                 FailureClass::Local => ExitClass::Error,
             },
-            NodeError::ContactKeyMismatch { .. } | NodeError::FingerprintMismatch { .. } => {
-                ExitClass::PinMismatch
+            NodeError::ContactKeyMismatch { .. }
+            | NodeError::FingerprintMismatch { .. }
+            | NodeError::ContactRevoked { .. }
+            | NodeError::RotationByRevokedKey { .. }
+            | NodeError::CardKeyRevoked { .. } => ExitClass::PinMismatch,
+            NodeError::Revocation(dossier_bundle::RevocationError::BadReason(_)) => {
+                ExitClass::Usage
             }
             NodeError::Card(CardError::BadSignature) => ExitClass::Verification,
             NodeError::Id(_)

@@ -15,6 +15,11 @@
 //!   audit/           the hash-chained audit trail and its anchor (see `audit`)
 //!   policy.toml      the disclosure policy (see `policy`)
 //!   consent.json     the consent register: grants per patient and country (see `policy`)
+//!   revocations/     this node's own key revocations (kept until the relay has them), the
+//!                    position in the relay's revocation list, and revocations of facilities
+//!                    not pinned yet (see `revocation`)
+//!   relink/          re-link tables of redacted disclosures, age-encrypted to this node
+//!                    (see `relink`); redacting/ holds redacted copies while sealing
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -94,5 +99,15 @@ impl NodeHome {
     /// The consent register.
     pub fn consent_path(&self) -> PathBuf {
         self.root.join("consent.json")
+    }
+
+    /// Re-link tables of redacted disclosures (`--redact identifiers`), encrypted.
+    pub fn relink_dir(&self) -> PathBuf {
+        self.root.join("relink")
+    }
+
+    /// Redacted copies of the inputs while a bundle is sealed (deleted afterwards).
+    pub fn redacting_dir(&self) -> PathBuf {
+        self.root.join("redacting")
     }
 }

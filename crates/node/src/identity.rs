@@ -128,6 +128,8 @@ pub fn rotate(
 ) -> Result<(FacilityCard, KeyId), NodeError> {
     let mut ring = unlock(home, passphrase)?;
     let old_card = my_card(home)?;
+    // Contacts must hear of a revocation before they see the card that replaces the key.
+    crate::revocation::require_none_pending(home)?;
     let new_keys = FacilityKeys::generate()?;
     let new_card = FacilityCard::issue(
         &new_keys,

@@ -14,7 +14,9 @@
 //!
 //! Safeguards: [`audit`] keeps the hash-chained trail of who did what (never record
 //! content), and [`policy`] decides which disclosures the node's rules and the patients'
-//! consents allow.
+//! consents allow; [`gate`] applies it to every bundle before it is sealed (reading FHIR
+//! records for patients' ages, redacting identifiers with `--redact identifiers` and keeping
+//! the [`relink`] table encrypted at the sender).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -24,6 +26,7 @@ pub mod contacts;
 pub mod disclosures;
 pub mod error;
 pub mod fsutil;
+pub mod gate;
 pub mod home;
 pub mod identity;
 pub mod inbox;
@@ -34,6 +37,9 @@ pub mod relay_client;
 pub mod relay_config;
 pub mod relay_error;
 pub mod relay_tls;
+pub mod relink;
+pub mod retention;
+pub mod revocation;
 pub mod sealing;
 pub mod statefile;
 pub mod sync;

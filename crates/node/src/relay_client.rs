@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use dossier_bundle::{FacilityId, FacilityKeys};
-use dossier_wire::message::{NoticeKind, ReceiptItem};
+use dossier_wire::message::{NoticeKind, ReceiptItem, RevocationItem};
 use dossier_wire::{ClientMessage, MailboxItem, ServerMessage};
 use tokio::sync::mpsc;
 
@@ -418,6 +418,25 @@ impl RelayConnection {
         match self.request(&ClientMessage::Receipts { after }).await? {
             ServerMessage::Receipts { items } => Ok(items),
             other => Err(unexpected("Receipts", &other)),
+        }
+    }
+
+    /// Posts a signed revocation of this node's enrolled key (docs/protocol.md §17).
+    pub async fn post_revocation(&self, revocation: &str) -> Result<(), RelayError> {
+        let req = ClientMessage::PostRevocation {
+            revocation: revocation.to_owned(),
+        };
+        match self.request(&req).await? {
+            ServerMessage::RevocationStored => Ok(()),
+            other => Err(unexpected("RevocationStored", &other)),
+        }
+    }
+
+    /// Key revocations posted by any facility, with sequence numbers after `after`.
+    pub async fn revocations(&self, after: u64) -> Result<Vec<RevocationItem>, RelayError> {
+        match self.request(&ClientMessage::Revocations { after }).await? {
+            ServerMessage::Revocations { items } => Ok(items),
+            other => Err(unexpected("Revocations", &other)),
         }
     }
 

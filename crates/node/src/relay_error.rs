@@ -109,6 +109,12 @@ impl RelayError {
         )
     }
 
+    /// Whether the relay refused this node because its key was revoked (docs/protocol.md
+    /// §17): the relay holds the revocation.
+    pub fn is_key_revoked(&self) -> bool {
+        matches!(self, RelayError::AuthRefused { code, .. } if *code == code_name(RefusalCode::KeyRevoked))
+    }
+
     /// Whether the relay reached and refused the whole node (not one bundle).
     pub fn refuses_node(&self) -> bool {
         matches!(
@@ -123,6 +129,7 @@ pub fn code_name(code: RefusalCode) -> &'static str {
     match code {
         RefusalCode::NotEnrolled => "not_enrolled",
         RefusalCode::Revoked => "revoked",
+        RefusalCode::KeyRevoked => "key_revoked",
         RefusalCode::BadSignature => "bad_signature",
         RefusalCode::VersionUnsupported => "version_unsupported",
         RefusalCode::NotAuthenticated => "not_authenticated",
@@ -143,6 +150,9 @@ pub(crate) fn auth_refusal(code: RefusalCode, message: String) -> RelayError {
         }
         RefusalCode::Revoked => {
             "The relay's operator revoked this node's enrollment; ask them why before anything else"
+        }
+        RefusalCode::KeyRevoked => {
+            "Unless you already did, run `dossier key rotate`; send the new card (`dossier card -o FILE`) to the relay's operator to enroll, and have every contact check the new fingerprint with you by phone"
         }
         RefusalCode::BadSignature => {
             "The relay holds another card for this id (did you rotate keys?); send the operator your current card"

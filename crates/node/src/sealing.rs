@@ -164,9 +164,13 @@ pub fn recipient_cards(
 ) -> Result<Vec<FacilityCard>, NodeError> {
     to.iter()
         .map(|id| {
-            book.get(id)
+            let card = book
+                .get(id)
                 .map(|c| c.card.clone())
-                .ok_or_else(|| NodeError::NotAContact(id.clone()))
+                .ok_or_else(|| NodeError::NotAContact(id.clone()))?;
+            // Never seal to a key its owner revoked (docs/protocol.md §17).
+            book.require_not_revoked(id)?;
+            Ok(card)
         })
         .collect()
 }
@@ -184,6 +188,7 @@ pub fn seal_to_file(
         return Err(NodeError::OutputExists(out.to_path_buf()));
     }
     let me = crate::identity::my_card(home)?;
+    crate::revocation::require_current_key_usable(home, &me)?;
     if opts.to.contains(me.id()) {
         return Err(SealError::SelfAsRecipient(me.id().clone()).into());
     }

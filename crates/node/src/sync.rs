@@ -84,6 +84,13 @@ impl<'a> SyncContext<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SyncEvent {
+    /// A copy whose retention period ran out was deleted (see `retention`).
+    Purged {
+        /// `export`, `inbox` or `outbox`.
+        what: &'static str,
+        /// The bundle it belonged to.
+        bundle_id: String,
+    },
     /// Authenticated to the relay.
     Connected {
         /// Relay address.
@@ -156,6 +163,19 @@ pub enum SyncEvent {
         state: DeliveryState,
         /// When (signed time for receipts).
         at: Timestamp,
+    },
+    /// A pinned contact's revocation of its key was verified and applied: nothing more is
+    /// sent to or accepted from its pinned key (docs/protocol.md §17; `sync::revocations`).
+    ContactRevoked {
+        /// Contact id.
+        id: String,
+        /// The contact's one-line reason (their words, never record content).
+        reason: String,
+    },
+    /// The relay stored this node's revocation of its key.
+    RevocationPosted {
+        /// Fingerprint of the revoked key.
+        fingerprint: String,
     },
     /// Something to tell the user that changes nothing.
     Warning(String),
@@ -284,6 +304,7 @@ macro_rules! with_retry {
 
 mod receipts;
 mod receive;
+pub mod revocations;
 
 async fn connect_with_backoff(ctx: &SyncContext<'_>) -> Result<RelayConnection, RelayError> {
     let mut attempt = 0;
@@ -521,10 +542,24 @@ fn outbox_mtime(home: &NodeHome) -> Option<std::time::SystemTime> {
 }
 
 async fn round(ctx: &SyncContext<'_>, session: &mut Session<'_, '_>) -> Result<(), NodeError> {
+    revocations::exchange(ctx, session).await?;
     upload_pending(ctx, session).await?;
     receive::receive_mail(ctx, session).await?;
     receive::post_pending_receipts(ctx, session).await?;
-    receipts::collect_receipts(ctx, session).await
+    receipts::collect_receipts(ctx, session).await?;
+    // Retention runs with every sync, so copies do not outlive the policy's periods on a
+    // node nobody purges by hand.
+    let policy = crate::policy::Policy::load(ctx.home)?;
+    let purged = tokio::task::block_in_place(|| {
+        crate::retention::purge(ctx.home, ctx.actor, &policy, Timestamp::now(), false)
+    })?;
+    for p in purged {
+        ctx.events.event(SyncEvent::Purged {
+            what: p.what,
+            bundle_id: p.bundle_id,
+        });
+    }
+    Ok(())
 }
 
 async fn upload_pending(

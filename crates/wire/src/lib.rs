@@ -15,7 +15,9 @@ pub mod message;
 pub mod pin;
 
 pub use frame::{FrameCheck, MAX_FRAME_BYTES, WireError, check, decode, encode};
-pub use message::{ClientMessage, MailboxItem, Refusal, RefusalCode, ServerMessage};
+pub use message::{
+    ClientMessage, MailboxItem, Refusal, RefusalCode, RevocationItem, ServerMessage,
+};
 
 /// ALPN protocol id; a relay speaking another version refuses the TLS handshake.
 pub const ALPN: &[u8] = b"dossier-relay/1";

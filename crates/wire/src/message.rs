@@ -13,6 +13,8 @@ pub const MAX_RECIPIENTS: usize = 64;
 pub const MAX_LIST_ITEMS: usize = 256;
 /// Largest signed receipt carried in a message, in bytes.
 pub const MAX_RECEIPT_BYTES: usize = 4096;
+/// Largest signed key revocation carried in a message, in bytes (docs/protocol.md §17).
+pub const MAX_REVOCATION_BYTES: usize = 4096;
 
 /// Client → relay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +68,17 @@ pub enum ClientMessage {
     },
     /// Cards of enrolled facilities (a convenience: pins still rule).
     Directory {},
+    /// A signed revocation of the authenticated facility's enrolled key (docs/protocol.md
+    /// §17). From then on the relay refuses that key.
+    PostRevocation {
+        /// The signed revocation, as produced by the revoking node.
+        revocation: String,
+    },
+    /// Key revocations posted by any facility, after sequence number `after`.
+    Revocations {
+        /// Last sequence number already seen (0 for all).
+        after: u64,
+    },
 }
 
 /// Relay → client.
@@ -119,6 +132,13 @@ pub enum ServerMessage {
         /// Card files as text.
         cards: Vec<String>,
     },
+    /// The revocation is stored; the relay now refuses the revoked key.
+    RevocationStored,
+    /// Key revocations, oldest first.
+    Revocations {
+        /// In sequence order.
+        items: Vec<RevocationItem>,
+    },
     /// Pushed on a relay-opened stream: new mail, or a sent bundle expired.
     Notice {
         /// `new_mail` or `expired`.
@@ -162,6 +182,18 @@ pub struct ReceiptItem {
     pub at: i64,
 }
 
+/// A key revocation, as kept by the relay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationItem {
+    /// Relay sequence number (use it as the cursor of the next `Revocations` request).
+    pub seq: u64,
+    /// The facility that posted it (the relay checked it against its enrolled card).
+    pub facility: String,
+    /// The signed revocation; peers verify it against their own pin before acting on it.
+    pub revocation: String,
+}
+
 /// Pushed notice kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,6 +222,9 @@ pub enum RefusalCode {
     NotEnrolled,
     /// The facility's enrollment was revoked.
     Revoked,
+    /// The key on the facility's enrolled card was revoked by its holder (docs/protocol.md
+    /// §17); the operator must enroll the facility's new card.
+    KeyRevoked,
     /// The authentication signature did not verify.
     BadSignature,
     /// The protocol version is not supported.
@@ -223,6 +258,11 @@ impl ClientMessage {
             }
             ClientMessage::PostReceipt { receipt } if receipt.len() > MAX_RECEIPT_BYTES => {
                 Err("receipt too large")
+            }
+            ClientMessage::PostRevocation { revocation }
+                if revocation.len() > MAX_REVOCATION_BYTES =>
+            {
+                Err("revocation too large")
             }
             _ => Ok(()),
         }
@@ -264,6 +304,10 @@ mod tests {
         });
         round_trip_client(ClientMessage::Receipts { after: 3 });
         round_trip_client(ClientMessage::Directory {});
+        round_trip_client(ClientMessage::PostRevocation {
+            revocation: "r".into(),
+        });
+        round_trip_client(ClientMessage::Revocations { after: 9 });
     }
 
     #[test]
@@ -286,6 +330,18 @@ mod tests {
                 kind: NoticeKind::NewMail,
                 bundle_id: "x".into(),
             },
+            ServerMessage::RevocationStored,
+            ServerMessage::Revocations {
+                items: vec![RevocationItem {
+                    seq: 4,
+                    facility: "th-b".into(),
+                    revocation: "{}".into(),
+                }],
+            },
+            ServerMessage::Refused(Refusal {
+                code: RefusalCode::KeyRevoked,
+                message: "m".into(),
+            }),
         ] {
             assert_eq!(decode::<ServerMessage>(&encode(&m).unwrap()).unwrap(), m);
         }
@@ -304,5 +360,32 @@ mod tests {
             sha256: "x".into(),
         };
         assert!(many.check_sizes().is_err());
+        let big = ClientMessage::PostRevocation {
+            revocation: "x".repeat(MAX_REVOCATION_BYTES + 1),
+        };
+        assert!(big.check_sizes().is_err());
+        let unknown = br#"{"type":"revocations","after":1,"facility":"x"}"#;
+        let mut f = (unknown.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(unknown);
+        assert!(decode::<ClientMessage>(&f).is_err());
+    }
+
+    #[test]
+    fn revocation_wire_names_are_fixed() {
+        let m = ClientMessage::PostRevocation {
+            revocation: "r".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"post_revocation","revocation":"r"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::RevocationStored).unwrap(),
+            r#"{"type":"revocation_stored"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&RefusalCode::KeyRevoked).unwrap(),
+            r#""key_revoked""#
+        );
     }
 }

@@ -4,8 +4,9 @@
 //! signature}`: an Ed25519 signature, by the key on its **enrolled** card, over this
 //! connection's TLS exporter value and its facility id. Because the exporter is unique to
 //! the TLS session, a proof seen on one connection is worthless on another. The relay
-//! answers `Welcome`, or `Refused` with `version_unsupported`, `not_enrolled`, `revoked` or
-//! `bad_signature` (checked in that order) and then closes the connection.
+//! answers `Welcome`, or `Refused` with `version_unsupported`, `not_enrolled`, `revoked`,
+//! `key_revoked` (the enrolled card's key was revoked by its holder, §17) or `bad_signature`
+//! (checked in that order) and then closes the connection.
 //!
 //! [`verify`] is the decision, free of sockets and clocks; [`authenticate`] is the I/O.
 
@@ -23,20 +24,22 @@ use super::framing::{ReadFrameError, read_frame, write_frame};
 use super::refusal::{internal, refused};
 use super::{Context, blocking, close_code};
 use crate::clock::now_unix;
-use crate::store::Enrollment;
+use crate::store::{Enrollment, RevocationRecord};
 
 /// How long a node has, after the handshake, to open its first stream and prove itself.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused node is given to read the refusal before the connection closes.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
-/// Decides an `Auth` request. `enrollment` is the store's record for the claimed facility.
+/// Decides an `Auth` request. `enrollment` is the store's record for the claimed facility,
+/// `key_revoked` the revocation of its enrolled card's key, if there is one.
 pub(crate) fn verify(
     version: u32,
     facility: &str,
     signature_b64: &str,
     exporter: &[u8; EXPORTER_BYTES],
     enrollment: Option<&Enrollment>,
+    key_revoked: Option<&RevocationRecord>,
 ) -> Result<FacilityId, ServerMessage> {
     if version != dossier_wire::PROTOCOL_VERSION {
         return Err(refused(
@@ -75,6 +78,9 @@ pub(crate) fn verify(
             return Err(internal());
         }
     };
+    if let Some(revoked) = key_revoked.filter(|r| r.key == card.key_id().to_hex()) {
+        return Err(super::revocation::auth_refusal(id.as_str(), &card, revoked));
+    }
     let bad_signature = || {
         refused(
             RefusalCode::BadSignature,
@@ -185,9 +191,21 @@ pub(crate) async fn authenticate(conn: &Connection, ctx: &Arc<Context>) -> Optio
     let enrollment = {
         let store = Arc::clone(&ctx.store);
         let claimed = facility.clone();
-        blocking(move || store.enrollment(&claimed)).await
+        blocking(move || {
+            let enrollment = store.enrollment(&claimed)?;
+            // Is the enrolled card's key one its holder revoked (§17)?
+            let card = enrollment
+                .as_ref()
+                .and_then(|e| FacilityCard::parse(&e.card).ok());
+            let revoked = match card {
+                Some(card) => store.key_revocation(&claimed, &card.key_id().to_hex())?,
+                None => None,
+            };
+            Ok((enrollment, revoked))
+        })
+        .await
     };
-    let enrollment = match enrollment {
+    let (enrollment, key_revoked) = match enrollment {
         Ok(e) => e,
         Err(e) => {
             refuse(conn, &mut send, &super::refusal::from_store(&e)).await;
@@ -200,6 +218,7 @@ pub(crate) async fn authenticate(conn: &Connection, ctx: &Arc<Context>) -> Optio
         &signature,
         &exporter,
         enrollment.as_ref(),
+        key_revoked.as_ref(),
     ) {
         Ok(facility) => Some(Verified { facility, send }),
         Err(why) => {
@@ -281,30 +300,55 @@ mod tests {
         let id = FacilityId::parse("us-a").unwrap();
         let exporter = [7u8; 32];
         let sig = B64.encode(relay_auth::sign(&keys, &exporter, &id));
-        assert_eq!(verify(1, "us-a", &sig, &exporter, Some(&e)).unwrap(), id);
         assert_eq!(
-            code(verify(2, "us-a", &sig, &exporter, Some(&e))),
+            verify(1, "us-a", &sig, &exporter, Some(&e), None).unwrap(),
+            id
+        );
+        assert_eq!(
+            code(verify(2, "us-a", &sig, &exporter, Some(&e), None)),
             RefusalCode::VersionUnsupported
         );
         assert_eq!(
-            code(verify(1, "us-a", &sig, &exporter, None)),
+            code(verify(1, "us-a", &sig, &exporter, None, None)),
             RefusalCode::NotEnrolled
         );
         assert_eq!(
-            code(verify(1, "US A\n", &sig, &exporter, Some(&e))),
+            code(verify(1, "US A\n", &sig, &exporter, Some(&e), None)),
             RefusalCode::NotEnrolled
         );
         assert_eq!(
-            code(verify(1, "us-a", &sig, &[8u8; 32], Some(&e))),
+            code(verify(1, "us-a", &sig, &[8u8; 32], Some(&e), None)),
             RefusalCode::BadSignature
         );
         assert_eq!(
-            code(verify(1, "us-a", "not base64", &exporter, Some(&e))),
+            code(verify(1, "us-a", "not base64", &exporter, Some(&e), None)),
             RefusalCode::BadSignature
+        );
+        // The enrolled key revoked by its holder: refused whatever the signature, with a
+        // message that says so; a revocation of another key changes nothing.
+        let card = FacilityCard::parse(&e.card).unwrap();
+        let mut revoked = RevocationRecord {
+            seq: 1,
+            facility: "us-a".into(),
+            key: card.key_id().to_hex(),
+            posted_at: 1_800_000_000,
+            revocation: b"{}".to_vec(),
+        };
+        match verify(1, "us-a", &sig, &exporter, Some(&e), Some(&revoked)) {
+            Err(ServerMessage::Refused(r)) => {
+                assert_eq!(r.code, RefusalCode::KeyRevoked);
+                assert!(r.message.contains("revoked") && r.message.contains("enroll"));
+            }
+            other => panic!("{other:?}"),
+        }
+        revoked.key = "00".repeat(32);
+        assert_eq!(
+            verify(1, "us-a", &sig, &exporter, Some(&e), Some(&revoked)).unwrap(),
+            id
         );
         e.revoked_at = Some(2);
         assert_eq!(
-            code(verify(1, "us-a", &sig, &exporter, Some(&e))),
+            code(verify(1, "us-a", &sig, &exporter, Some(&e), None)),
             RefusalCode::Revoked
         );
     }

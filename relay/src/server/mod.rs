@@ -4,6 +4,7 @@
 //! - `listener` — accepts connections under a cap, starts retention, runs the shutdown;
 //! - `connection` — one node: authenticate (`auth`), then one task per request stream;
 //! - `request`, `deposit`, `fetch` — the requests of docs/protocol.md §15.3;
+//! - `revocation` — key revocations posted by nodes and served to them (§17);
 //! - `notices` — who is connected, and pushing `new_mail` / `expired` to them (§15.4);
 //! - `expiry` — the retention task;
 //! - `shutdown` — the stop signal; `running` — the handle an embedding program holds.
@@ -30,6 +31,7 @@ mod listener;
 mod notices;
 mod refusal;
 mod request;
+mod revocation;
 mod running;
 mod shutdown;
 

@@ -1,7 +1,8 @@
 //! One request stream: read the request frame, dispatch, answer (docs/protocol.md §15.3).
 //!
 //! Deposits and fetches stream ciphertext and live in their own modules; the small requests
-//! (mailbox, ack, receipts, directory) are answered here with one frame each. Listings are
+//! (mailbox, ack, receipts, directory) are answered here with one frame each, key
+//! revocations in `revocation`. Listings are
 //! cut to what fits one frame; they are paged by their cursors, so nothing is lost.
 //! The requesting facility is always the authenticated one, never a field of the request.
 
@@ -15,7 +16,7 @@ use quinn::{RecvStream, SendStream};
 
 use super::framing::{FRAME_TIMEOUT, ReadFrameError, fit_in_frame, read_frame, write_frame};
 use super::refusal::{from_store, internal, refused};
-use super::{Context, blocking, deposit, fetch, stream_code};
+use super::{Context, blocking, deposit, fetch, revocation, stream_code};
 use crate::clock::now_unix;
 use crate::store::{AckOutcome, NoticeBody, StoreError, to_hex};
 
@@ -126,6 +127,17 @@ async fn small_request(
             .await
         }
         ClientMessage::Directory {} => blocking(move || directory_reply(&*store)).await,
+        ClientMessage::PostRevocation { revocation } => {
+            return revocation::post(ctx, facility, revocation).await;
+        }
+        ClientMessage::Revocations { after } => {
+            blocking(move || {
+                store
+                    .revocations(after, MAX_LIST_ITEMS)
+                    .map(revocation::list_reply)
+            })
+            .await
+        }
         ClientMessage::Auth { .. } => {
             return refused(
                 RefusalCode::Malformed,

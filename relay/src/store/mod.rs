@@ -5,9 +5,10 @@
 //! # What the store holds, and what it never sees
 //!
 //! Facility ids, bundle ids, lengths, SHA-256 digests, Unix times, opaque card files,
-//! opaque signed receipts and age ciphertext. Never a plaintext byte, a subject, a file
-//! name or a patient reference: the relay has none of them, and nothing here could parse
-//! them out of the ciphertext (invariant 1).
+//! opaque signed receipts, opaque signed key revocations (whose one-line reason the relay
+//! can read) and age ciphertext. Never a plaintext byte, a subject, a file name or a
+//! patient reference: the relay has none of them, and nothing here could parse them out of
+//! the ciphertext (invariant 1).
 //!
 //! # Durability order: when may the relay say "accepted"?
 //!
@@ -67,6 +68,7 @@ mod records;
 mod recovery;
 mod redb_store;
 mod retention;
+mod revocations;
 mod upload;
 
 #[cfg(test)]
@@ -77,7 +79,9 @@ pub use recovery::Recovery;
 pub use redb_store::{DB_CACHE_BYTES, RedbStore};
 pub use upload::PartialBlob;
 
-pub use dossier_wire::message::{MAX_LIST_ITEMS, MAX_RECEIPT_BYTES, MAX_RECIPIENTS};
+pub use dossier_wire::message::{
+    MAX_LIST_ITEMS, MAX_RECEIPT_BYTES, MAX_RECIPIENTS, MAX_REVOCATION_BYTES,
+};
 
 /// Seconds in a day, for retention arithmetic.
 pub const DAY_SECS: i64 = 24 * 60 * 60;
@@ -261,6 +265,22 @@ pub struct SenderNotice {
     pub body: NoticeBody,
 }
 
+/// A key revocation held by the relay (docs/protocol.md §17). Kept forever: it is small,
+/// and a node that pins the facility later still needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationRecord {
+    /// Position in the revocation log; strictly increasing (use it as a cursor).
+    pub seq: u64,
+    /// The facility that posted it (its enrolled key is the key revoked).
+    pub facility: String,
+    /// Key id of the revoked key set: 64 lowercase hex digits.
+    pub key: String,
+    /// When the relay stored it (Unix seconds).
+    pub posted_at: i64,
+    /// The signed revocation, opaque to the store.
+    pub revocation: Vec<u8>,
+}
+
 /// A bundle that expired undelivered during [`RelayStore::expire`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpiredBundle {
@@ -350,6 +370,26 @@ pub trait RelayStore: Send + Sync {
 
     /// Bytes charged against `facility`'s quota: held bundles plus uploads in progress.
     fn usage(&self, facility: &str) -> Result<u64, StoreError>;
+
+    /// Appends `facility`'s signed revocation of its key `key` (64 hex digits) to the
+    /// revocation log, never expired. The caller has verified it against the enrolled card.
+    /// Posting a revocation of a key already revoked returns the record held for it.
+    fn post_revocation(
+        &self,
+        facility: &str,
+        key: &str,
+        revocation: &[u8],
+        now: i64,
+    ) -> Result<RevocationRecord, StoreError>;
+    /// Revocations with `seq > after`, in order, at most `limit` (capped at
+    /// [`MAX_LIST_ITEMS`]).
+    fn revocations(&self, after: u64, limit: usize) -> Result<Vec<RevocationRecord>, StoreError>;
+    /// The revocation of `facility`'s key `key`, if that key was revoked.
+    fn key_revocation(
+        &self,
+        facility: &str,
+        key: &str,
+    ) -> Result<Option<RevocationRecord>, StoreError>;
 }
 
 /// `true` for 32 lowercase hex digits — the only strings that may become file names.

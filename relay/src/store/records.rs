@@ -229,5 +229,6 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(RECEIPT_SEEN)?;
     txn.open_table(USAGE)?;
     txn.open_table(COUNTERS)?;
+    super::revocations::create_tables(txn)?;
     Ok(())
 }

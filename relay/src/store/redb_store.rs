@@ -26,7 +26,7 @@ use super::upload::{PartialBlob, SlotLease, Slots, lock};
 use super::{
     Accepted, AckOutcome, DepositMeta, DepositStart, Enrollment, ExpiryReport, HeldBlob, Limits,
     MAX_LIST_ITEMS, MAX_RECEIPT_BYTES, MAX_RECIPIENTS, MailboxEntry, NoticeBody, RelayStore,
-    SenderNotice, StoreError, digest_from_hex, is_bundle_id,
+    RevocationRecord, SenderNotice, StoreError, digest_from_hex, is_bundle_id,
 };
 
 /// redb page cache cap. The index holds ids, sizes and times only, so 16 MiB keeps hot
@@ -590,5 +590,28 @@ impl RelayStore for RedbStore {
             .open_table(USAGE)?
             .get(facility)?
             .map_or(0, |v| v.value()))
+    }
+
+    // Key revocations live in `revocations.rs`.
+    fn post_revocation(
+        &self,
+        facility: &str,
+        key: &str,
+        revocation: &[u8],
+        now: i64,
+    ) -> Result<RevocationRecord, StoreError> {
+        self.inner.post_revocation(facility, key, revocation, now)
+    }
+
+    fn revocations(&self, after: u64, limit: usize) -> Result<Vec<RevocationRecord>, StoreError> {
+        self.inner.revocations(after, limit)
+    }
+
+    fn key_revocation(
+        &self,
+        facility: &str,
+        key: &str,
+    ) -> Result<Option<RevocationRecord>, StoreError> {
+        self.inner.key_revocation(facility, key)
     }
 }

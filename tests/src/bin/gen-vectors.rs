@@ -2306,6 +2306,173 @@ fn std_manifest_to_bangkok() -> ManifestJson {
 }
 
 // ---------------------------------------------------------------------------------------
+// Key revocation vectors (§17).
+// ---------------------------------------------------------------------------------------
+
+const REVOCATION_CONTEXT: &str = "dossier/revocation/v1";
+const REVOKED_AT: &str = "2027-02-01T10:00:00Z";
+const REVOKED_REASON: &str = "laptop stolen";
+
+/// §17.1: the signed revocation body.
+fn revocation_body(facility: &str, key_hex: &str, reason: &str, at: &str) -> String {
+    format!(
+        "{{\"facility\":{},\"key\":{},\"reason\":{},\"revoked_at\":{}}}",
+        js(facility),
+        js(key_hex),
+        js(reason),
+        js(at)
+    )
+}
+
+/// §17.2: the compact envelope.
+fn revocation_file(version: &str, body: &[u8], sig: &[u8]) -> Vec<u8> {
+    format!(
+        "{{\"dossier_revocation\":{},\"body\":{},\"signature\":{}}}",
+        js(version),
+        js(&B64.encode(body)),
+        js(&B64.encode(sig))
+    )
+    .into_bytes()
+}
+
+/// `p`'s revocation of its own key, signed as the spec says.
+fn signed_revocation(p: &Party, reason: &str) -> Vec<u8> {
+    let body = revocation_body(p.id, &p.key_hex(), reason, REVOKED_AT);
+    let sig = sign(p, REVOCATION_CONTEXT, body.as_bytes());
+    revocation_file("v1", body.as_bytes(), &sig)
+}
+
+fn revocation_err(name: &str, error: &str, comment: &str, body: Vec<u8>) -> Vector {
+    Vector::new(name, "revocation", "revocation_error")
+        .error(error)
+        .h("comment", comment)
+        .h("card", compact(&plain_card(&BANGKOK).to_file_bytes()))
+        .body(body)
+}
+
+fn revocation_vectors() -> Vec<Vector> {
+    use dossier_bundle::revocation::{Revocation, SignedRevocation};
+
+    let valid = signed_revocation(&BANGKOK, REVOKED_REASON);
+    let from_library = SignedRevocation::sign(
+        Revocation {
+            facility: FacilityId::parse(BANGKOK.id).unwrap(),
+            key: BANGKOK.keys().key_id(),
+            reason: REVOKED_REASON.into(),
+            revoked_at: ts(REVOKED_AT),
+        },
+        &BANGKOK.keys(),
+    )
+    .expect("fixed revocation signs");
+    assert_eq!(
+        String::from_utf8_lossy(&from_library.to_bytes()),
+        String::from_utf8_lossy(&valid),
+        "SignedRevocation::sign differs from docs/protocol.md §17"
+    );
+    let body = revocation_body(BANGKOK.id, &BANGKOK.key_hex(), REVOKED_REASON, REVOKED_AT);
+    let by = |signer: &Party, context: &str, body: &str| {
+        revocation_file(
+            "v1",
+            body.as_bytes(),
+            &sign(signer, context, body.as_bytes()),
+        )
+    };
+    let mut oversized = valid.clone();
+    oversized.truncate(oversized.len() - 1);
+    oversized.extend(std::iter::repeat_n(b' ', 4097 - valid.len()));
+    oversized.push(b'}');
+
+    vec![
+        Vector::new("revocation_valid", "revocation", "success")
+            .h(
+                "comment",
+                "Bangkok revokes its own key, signed by that key (§17); checked against its card",
+            )
+            .h("card", compact(&plain_card(&BANGKOK).to_file_bytes()))
+            .h("facility", BANGKOK.id)
+            .h("key_id", BANGKOK.key_hex())
+            .h("reason", REVOKED_REASON)
+            .h("revoked_at", REVOKED_AT)
+            .body(valid.clone()),
+        revocation_err(
+            "revocation_tampered_reason",
+            "bad_signature",
+            "The reason was changed after signing",
+            revocation_file(
+                "v1",
+                revocation_body(BANGKOK.id, &BANGKOK.key_hex(), "routine change", REVOKED_AT)
+                    .as_bytes(),
+                &sign(&BANGKOK, REVOCATION_CONTEXT, body.as_bytes()),
+            ),
+        ),
+        revocation_err(
+            "revocation_signed_by_other_key",
+            "bad_signature",
+            "Names Bangkok's key but is signed by another key",
+            by(&STRANGER, REVOCATION_CONTEXT, &body),
+        ),
+        revocation_err(
+            "revocation_signature_wrong_context",
+            "bad_signature",
+            "Signed by Bangkok's key under the card-self context instead of dossier/revocation/v1",
+            by(&BANGKOK, CARD_SELF, &body),
+        ),
+        revocation_err(
+            "revocation_wrong_key",
+            "wrong_key",
+            "Bangkok's revocation of its old key, checked against its current card",
+            signed_revocation(&BANGKOK_OLD, REVOKED_REASON),
+        ),
+        revocation_err(
+            "revocation_wrong_facility",
+            "wrong_facility",
+            "Names another facility with Bangkok's key",
+            by(
+                &BANGKOK,
+                REVOCATION_CONTEXT,
+                &revocation_body(MERCY.id, &BANGKOK.key_hex(), REVOKED_REASON, REVOKED_AT),
+            ),
+        ),
+        revocation_err(
+            "revocation_unknown_body_field",
+            "malformed",
+            "A body member this version does not define (signed)",
+            by(
+                &BANGKOK,
+                REVOCATION_CONTEXT,
+                &body.replace("\"reason\"", "\"replacement\":null,\"reason\""),
+            ),
+        ),
+        revocation_err(
+            "revocation_reason_two_lines",
+            "bad_reason",
+            "A reason with a line break (signed)",
+            by(
+                &BANGKOK,
+                REVOCATION_CONTEXT,
+                &revocation_body(BANGKOK.id, &BANGKOK.key_hex(), "laptop\nstolen", REVOKED_AT),
+            ),
+        ),
+        revocation_err(
+            "revocation_wrong_version",
+            "unknown_version",
+            "A newer envelope version with a member v1 does not know",
+            format!(
+                "{{\"dossier_revocation\":\"v2\",\"body\":{},\"signature\":\"\",\"successor\":null}}",
+                js(&B64.encode(body.as_bytes()))
+            )
+            .into_bytes(),
+        ),
+        revocation_err(
+            "revocation_oversized",
+            "too_large",
+            "4097 bytes: over the 4096-byte limit, refused before parsing",
+            oversized,
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
 
 fn all_vectors() -> Vec<Vector> {
     let mut v = vec![
@@ -2323,6 +2490,7 @@ fn all_vectors() -> Vec<Vector> {
     v.extend(card_vectors());
     v.extend(manifest_vectors());
     v.extend(with_reasons(bundle_vectors()));
+    v.extend(revocation_vectors());
     v
 }
 

@@ -25,6 +25,7 @@
 
 mod check;
 mod consent;
+mod effective;
 mod settings;
 
 pub use check::{
@@ -35,6 +36,7 @@ pub use consent::{
     ConsentError, ConsentGrant, ConsentRegister, EndReason, GrantEnd, MAX_CONSENT_BYTES,
     parse_consent_date, utc_date,
 };
+pub use effective::{EffectivePolicy, EffectiveSetting, SettingSource};
 pub use settings::{
     AGE_OF_MAJORITY_RANGE, ConsentPolicy, Keep, MAX_POLICY_BYTES, MAX_RETENTION_DAYS, MinorsPolicy,
     PermittedCountries, Policy, RetentionPolicy,

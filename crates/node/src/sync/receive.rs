@@ -311,6 +311,16 @@ pub(super) async fn post_pending_receipts(
     for (id, receipt) in inbox::unposted_receipts(ctx.home)? {
         post_receipt(ctx, session, &id, &receipt).await?;
     }
+    // `opened` receipts written by `dossier open` since the last sync.
+    for (id, receipt) in crate::retention::unposted_opened_receipts(ctx.home)? {
+        match with_retry!(session, |c| c.post_receipt(&receipt)) {
+            Ok(()) => crate::retention::mark_opened_receipt_posted(ctx.home, &id)?,
+            Err(e) if e.is_connection_problem() || e.refuses_node() => return Err(e.into()),
+            Err(e) => ctx.events.event(SyncEvent::Warning(format!(
+                "the relay did not store the opened receipt for {id} ({e}); it is sent again at the next sync"
+            ))),
+        }
+    }
     Ok(())
 }
 
@@ -353,6 +363,9 @@ pub(super) fn receipt_reason(e: &OpenError) -> String {
         }
         OpenError::SenderKeyMismatch { sender, .. } => {
             format!("signed with a key the recipient has not pinned for {sender}")
+        }
+        OpenError::SenderKeyRevoked { sender, .. } => {
+            format!("signed with a key {sender} revoked")
         }
         OpenError::NotForMe => "not encrypted to the recipient's current or retired keys".into(),
         OpenError::NotListedRecipient => {
