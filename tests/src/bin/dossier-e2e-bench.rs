@@ -10,7 +10,7 @@
 //!
 //! ```sh
 //! cargo build --release --workspace
-//! target/release/dossier-e2e-bench [--size 1G] [--small 2000]
+//! target/release/dossier-e2e-bench [--size 1G] [--small 2000] [--repeat 3]
 //! ```
 //!
 //! Peak RSS of a short-lived command comes from `getrusage(RUSAGE_CHILDREN)` in a fresh copy
@@ -52,6 +52,7 @@ fn main() {
     }
     let mut size: u64 = 1 << 30;
     let mut small: usize = 2000;
+    let mut repeat: usize = 3;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -67,6 +68,13 @@ fn main() {
                     .and_then(|s| s.parse().ok())
                     .unwrap_or_else(|| usage("--small needs a number"))
             }
+            "--repeat" => {
+                repeat = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(|| usage("--repeat needs a number of rounds (1 or more)"))
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -80,7 +88,36 @@ fn main() {
     println!("cpu:     {}", cpu_model());
     println!();
 
-    let raw = raw_quinn(size);
+    // Raw quinn on this machine varies a lot from one run to the next (scheduling of the
+    // two endpoints on two cores), so both sides are measured `repeat` times, interleaved,
+    // and the medians compared.
+    let mut raws = Vec::new();
+    let mut ups = Vec::new();
+    let mut downs = Vec::new();
+    for round in 1..=repeat {
+        println!("--- round {round} of {repeat}");
+        let raw = raw_quinn(size);
+        let e2e = end_to_end(size);
+        report_round(size, raw, &e2e);
+        raws.push(mb_per_s(size, raw));
+        ups.push(mb_per_s(e2e.length, e2e.upload.seconds));
+        downs.push(mb_per_s(e2e.length, e2e.download.seconds));
+        println!();
+    }
+    let (raw, up, down) = (median(&mut raws), median(&mut ups), median(&mut downs));
+    println!(
+        "median of {repeat}: raw quinn {raw:.1} MB/s, upload {up:.1} MB/s ({:.2}x), download+verify {down:.1} MB/s ({:.2}x)",
+        up / raw,
+        down / raw
+    );
+
+    if small > 0 {
+        println!();
+        small_bundles(small);
+    }
+}
+
+fn report_round(size: u64, raw: f64, e2e: &EndToEnd) {
     println!(
         "raw quinn, one stream, {}: {:.2} s, {:.1} MB/s",
         human(size),
@@ -88,7 +125,6 @@ fn main() {
         mb_per_s(size, raw)
     );
 
-    let e2e = end_to_end(size);
     println!();
     println!("end to end, {} bundle:", human(size));
     println!(
@@ -138,11 +174,11 @@ fn main() {
         mb_per_s(e2e.length, e2e.download.seconds) / mb_per_s(size, raw)
     );
     println!("  (the send row includes the node's 1 s connect time-out to a relay that is down)");
+}
 
-    if small > 0 {
-        println!();
-        small_bundles(small);
-    }
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Results of the large transfer.
@@ -557,6 +593,6 @@ fn usage(msg: &str) -> ! {
     if !msg.is_empty() {
         eprintln!("dossier-e2e-bench: {msg}");
     }
-    eprintln!("usage: dossier-e2e-bench [--size 1G] [--small 2000]");
+    eprintln!("usage: dossier-e2e-bench [--size 1G] [--small 2000] [--repeat 3]");
     std::process::exit(2);
 }
