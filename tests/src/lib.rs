@@ -898,6 +898,7 @@ mod tests {
 }
 
 // Online exchange helpers (a real `dossier-relay` process, `send`/`sync`/`inbox`/`outbox`).
+pub mod crashloop;
 pub mod measure;
 mod online;
 pub use online::*;

@@ -386,17 +386,22 @@ impl RelayProcess {
 
     /// The names of the files in `DATA/blobs` (stored ciphertext bodies, one per bundle).
     pub fn blob_files(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.data.join("blobs"))
-            .map(|it| {
-                it.flatten()
-                    .filter(|e| e.path().is_file())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        file_names(&self.data.join("blobs"))
     }
+}
+
+/// The names of the regular files directly in `dir`, sorted (none if it does not exist).
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|it| {
+            it.flatten()
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 impl Node {
