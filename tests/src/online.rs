@@ -442,3 +442,46 @@ pub fn finish_spawned(child: Child, label: &str) -> Outcome {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Coordinator, clinic and patient, pinned to each other as the workflow needs (the
+/// coordinator with both, fingerprints verified), enrolled at a running relay and pointed at
+/// it.
+pub struct Cast {
+    /// The lab holding every home.
+    pub lab: Lab,
+    /// The running relay.
+    pub relay: RelayProcess,
+    /// `us-mercy-intl`.
+    pub coordinator: Node,
+    /// `th-bangkok-care`.
+    pub clinic: Node,
+    /// `p-maria-lopez`.
+    pub patient: Node,
+}
+
+impl Cast {
+    /// Sets the cast up and starts the relay.
+    pub fn start() -> Self {
+        let lab = Lab::new();
+        let coordinator = lab.coordinator();
+        let clinic = lab.clinic();
+        let patient = lab.patient_node();
+        coordinator.pin_both_ways(&clinic);
+        coordinator.pin_both_ways(&patient);
+        let mut relay = RelayProcess::init(&lab);
+        for n in [&coordinator, &clinic, &patient] {
+            relay.enroll(n);
+        }
+        relay.start();
+        for n in [&coordinator, &clinic, &patient] {
+            n.use_relay(&relay);
+        }
+        Cast {
+            lab,
+            relay,
+            coordinator,
+            clinic,
+            patient,
+        }
+    }
+}

@@ -10,38 +10,6 @@ use serde_json::Value;
 
 const RECORDS: &str = "knee-workup";
 
-struct Cast {
-    lab: Lab,
-    _relay: RelayProcess,
-    coordinator: Node,
-    clinic: Node,
-    patient: Node,
-}
-
-fn cast() -> Cast {
-    let lab = Lab::new();
-    let coordinator = lab.coordinator();
-    let clinic = lab.clinic();
-    let patient = lab.patient_node();
-    coordinator.pin_both_ways(&clinic);
-    coordinator.pin_both_ways(&patient);
-    let mut relay = RelayProcess::init(&lab);
-    for n in [&coordinator, &clinic, &patient] {
-        relay.enroll(n);
-    }
-    relay.start();
-    for n in [&coordinator, &clinic, &patient] {
-        n.use_relay(&relay);
-    }
-    Cast {
-        lab,
-        _relay: relay,
-        coordinator,
-        clinic,
-        patient,
-    }
-}
-
 /// Sends the records to the clinic, which receives, opens and syncs again (posting its
 /// `opened` receipt); the coordinator then collects both receipts. Returns the bundle id
 /// and the clinic's export directory.
@@ -67,7 +35,7 @@ fn disclose_and_open(c: &Cast) -> (String, std::path::PathBuf) {
 
 #[test]
 fn a_patient_gets_an_accounting_with_delivery_and_opening_times() {
-    let c = cast();
+    let c = Cast::start();
     let (id, _) = disclose_and_open(&c);
     // Something about another patient, which must not appear in this one's accounting.
     let other = c.lab.fresh_dir("other");
@@ -153,7 +121,7 @@ fn a_patient_gets_an_accounting_with_delivery_and_opening_times() {
 
 #[test]
 fn disclosures_to_a_facility_are_grouped_by_patient_for_a_breach_notice() {
-    let c = cast();
+    let c = Cast::start();
     disclose_and_open(&c);
     let dir = c.lab.fresh_dir("second");
     std::fs::write(dir.join("plan.txt"), b"plan").unwrap();
@@ -220,7 +188,7 @@ fn backdate(dir: &Path, field: &str) {
 
 #[test]
 fn purge_deletes_exports_opened_bundles_and_settled_sent_copies_when_due() {
-    let c = cast();
+    let c = Cast::start();
     let (id, export) = disclose_and_open(&c);
     let ciphertext = c.clinic.home.join("inbox").join(format!("{id}.dossier"));
     assert!(export.is_dir() && ciphertext.is_file());

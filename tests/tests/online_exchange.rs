@@ -8,40 +8,6 @@ use serde_json::Value;
 
 const RECORDS: &str = "treatment-history-r4";
 
-/// Coordinator, clinic and patient, pinned to each other as the workflow needs, enrolled at
-/// a running relay and pointed at it.
-struct Cast {
-    lab: Lab,
-    relay: RelayProcess,
-    coordinator: Node,
-    clinic: Node,
-    patient: Node,
-}
-
-fn cast() -> Cast {
-    let lab = Lab::new();
-    let coordinator = lab.coordinator();
-    let clinic = lab.clinic();
-    let patient = lab.patient_node();
-    coordinator.pin_both_ways(&clinic);
-    coordinator.pin_both_ways(&patient);
-    let mut relay = RelayProcess::init(&lab);
-    for n in [&coordinator, &clinic, &patient] {
-        relay.enroll(n);
-    }
-    relay.start();
-    for n in [&coordinator, &clinic, &patient] {
-        n.use_relay(&relay);
-    }
-    Cast {
-        lab,
-        relay,
-        coordinator,
-        clinic,
-        patient,
-    }
-}
-
 fn entry<'a>(list: &'a [Value], bundle_id: &str) -> Vec<&'a Value> {
     list.iter()
         .filter(|v| v["bundle_id"] == bundle_id)
@@ -57,7 +23,7 @@ fn recipient<'a>(status: &'a Value, id: &str) -> &'a Value {
 
 #[test]
 fn records_reach_clinic_and_patient_and_receipts_come_back() {
-    let c = cast();
+    let c = Cast::start();
     let outgoing = c.lab.fresh_dir("outgoing");
     let records = make_records(&outgoing, RECORDS, 2 * 1024 * 1024, 0xA11CE);
     let expected = tree_digests(&outgoing);
@@ -199,7 +165,7 @@ fn assert_relay_holds_no_plaintext(relay: &RelayProcess, scan: &[u8]) {
 
 #[test]
 fn a_relay_with_another_key_is_refused_and_nothing_is_sent() {
-    let c = cast();
+    let c = Cast::start();
     let wrong_pin = format!("sha256:{}", "ab".repeat(32));
     c.coordinator.relay_set(c.relay.address(), &wrong_pin).ok();
     let input = c.lab.fresh_dir("in").join("note.txt");
@@ -355,7 +321,7 @@ fn a_bundle_from_an_unpinned_sender_is_quarantined_and_rejected() {
 
 #[test]
 fn send_output_and_errors_carry_no_protected_details() {
-    let c = cast();
+    let c = Cast::start();
     let outgoing = c.lab.fresh_dir("outgoing");
     let records = make_records(&outgoing, RECORDS, 64 * 1024, 7);
     let sent = c
@@ -375,7 +341,7 @@ fn sync_watch_receives_new_mail_when_notified() {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
-    let c = cast();
+    let c = Cast::start();
     let mut cmd = c.clinic.command(&["sync", "--watch", "--interval", "600"]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -216,20 +216,13 @@ fn a_revoked_sender_is_refused_with_an_error_not_a_silent_queue() {
 
 #[test]
 fn one_bundle_for_two_recipients_is_stored_once_and_released_after_both() {
-    let lab = Lab::new();
-    let coordinator = lab.coordinator();
-    let clinic = lab.clinic();
-    let patient = lab.patient_node();
-    coordinator.pin_both_ways(&clinic);
-    coordinator.pin_both_ways(&patient);
-    let mut relay = RelayProcess::init(&lab);
-    for n in [&coordinator, &clinic, &patient] {
-        relay.enroll(n);
-    }
-    relay.start();
-    for n in [&coordinator, &clinic, &patient] {
-        n.use_relay(&relay);
-    }
+    let Cast {
+        lab,
+        relay,
+        coordinator,
+        clinic,
+        patient,
+    } = Cast::start();
 
     let input = lab.fresh_dir("in").join("care-plan.bin");
     write_file(&input, &pseudo_random_bytes(0x2B, 256 * 1024));

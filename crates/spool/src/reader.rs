@@ -1,11 +1,12 @@
 //! [`SpoolReader`]: a body file read around the page cache where possible.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::aligned::AlignedBuf;
+use crate::direct::{Access, open_direct};
 use crate::writer::{BLOCK, BUFFER_BYTES};
 
 /// Reads a body file front to back (seekable, for resumed downloads) with `O_DIRECT`
@@ -34,7 +35,7 @@ impl SpoolReader {
     /// Opens `path` for reading from its start.
     pub fn open(path: &Path) -> io::Result<Self> {
         let plain = File::open(path)?;
-        let (file, direct) = match open_direct(path) {
+        let (file, direct) = match open_direct(path, Access::Read) {
             Ok(f) => (f, true),
             Err(_) => (plain, false),
         };
@@ -125,20 +126,6 @@ impl Seek for SpoolReader {
         })?;
         Ok(self.pos)
     }
-}
-
-#[cfg(target_os = "linux")]
-fn open_direct(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_direct(_path: &Path) -> io::Result<File> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::aligned::AlignedBuf;
+use crate::direct::{Access, open_direct};
 
 /// Block size for direct I/O: file offsets, write lengths and buffer addresses are
 /// multiples of it. 4096 covers every common logical block size (512 and 4096).
@@ -67,7 +68,7 @@ impl SpoolWriter {
         plain.set_len(held)?;
         plain.sync_all()?;
         let direct_file = match mode {
-            WriteMode::Direct => open_direct(path).ok(),
+            WriteMode::Direct => open_direct(path, Access::Write).ok(),
             WriteMode::Buffered => None,
         };
         let direct = direct_file.is_some();
@@ -210,19 +211,6 @@ fn open_plain(path: &Path) -> io::Result<(File, bool)> {
         }
         Err(e) => Err(e),
     }
-}
-
-#[cfg(target_os = "linux")]
-fn open_direct(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_direct(_path: &Path) -> io::Result<File> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 #[cfg(test)]
