@@ -243,11 +243,17 @@ impl SyncState {
 struct Session<'c, 'a> {
     ctx: &'c SyncContext<'a>,
     conn: Option<RelayConnection>,
+    /// When this session last ran retention (`None`: not yet).
+    last_purge: Option<std::time::Instant>,
 }
 
 impl<'c, 'a> Session<'c, 'a> {
     fn new(ctx: &'c SyncContext<'a>) -> Self {
-        Self { ctx, conn: None }
+        Self {
+            ctx,
+            conn: None,
+            last_purge: None,
+        }
     }
 
     async fn get(&mut self) -> Result<&mut RelayConnection, RelayError> {
@@ -274,6 +280,9 @@ impl<'c, 'a> Session<'c, 'a> {
         }
     }
 }
+
+/// Shortest time between two retention passes of one `sync --watch`.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500u64 << attempt.min(6))
@@ -548,7 +557,15 @@ async fn round(ctx: &SyncContext<'_>, session: &mut Session<'_, '_>) -> Result<(
     receive::post_pending_receipts(ctx, session).await?;
     receipts::collect_receipts(ctx, session).await?;
     // Retention runs with every sync, so copies do not outlive the policy's periods on a
-    // node nobody purges by hand.
+    // node nobody purges by hand — once per `sync`, and at most hourly under `--watch`,
+    // whose rounds follow every new-mail notice (periods are counted in days).
+    if session
+        .last_purge
+        .is_some_and(|at| at.elapsed() < PURGE_INTERVAL)
+    {
+        return Ok(());
+    }
+    session.last_purge = Some(std::time::Instant::now());
     let policy = crate::policy::Policy::load(ctx.home)?;
     let purged = tokio::task::block_in_place(|| {
         crate::retention::purge(ctx.home, ctx.actor, &policy, Timestamp::now(), false)

@@ -69,6 +69,21 @@ where
     }
 }
 
+/// The card of `facility` as currently enrolled (not revoked); `NotEnrolled` otherwise.
+/// What a signed object posted by an authenticated node is checked against. Blocking.
+pub(crate) fn enrolled_card(
+    store: &dyn RelayStore,
+    facility: &str,
+) -> Result<dossier_bundle::FacilityCard, StoreError> {
+    store
+        .enrollment(facility)?
+        .filter(|e| e.revoked_at.is_none())
+        .and_then(|e| dossier_bundle::FacilityCard::parse(&e.card).ok())
+        .ok_or_else(|| StoreError::NotEnrolled {
+            facility: facility.to_owned(),
+        })
+}
+
 /// QUIC application close codes the relay uses for whole connections.
 pub mod close_code {
     use quinn::VarInt;

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use dossier_bundle::FacilityCard;
 use dossier_bundle::receipt::SignedReceipt;
 use dossier_wire::message::{MAX_LIST_ITEMS, NoticeKind, ReceiptItem};
 use dossier_wire::{ClientMessage, MailboxItem, RefusalCode, ServerMessage, WireError};
@@ -230,12 +229,7 @@ async fn post_receipt(ctx: &Arc<Context>, facility: &Arc<str>, receipt: String) 
     let store = Arc::clone(&ctx.store);
     let who = Arc::clone(facility);
     let result = blocking(move || {
-        let enrolled = store.enrollment(&who)?.filter(|e| e.revoked_at.is_none());
-        let Some(card) = enrolled.and_then(|e| FacilityCard::parse(&e.card).ok()) else {
-            return Err(StoreError::NotEnrolled {
-                facility: who.to_string(),
-            });
-        };
+        let card = super::enrolled_card(store.as_ref(), &who)?;
         if !signed.verify(&card) {
             return Ok(Err(refused(
                 RefusalCode::BadSignature,

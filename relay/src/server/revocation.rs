@@ -21,7 +21,7 @@ use super::framing::fit_in_frame;
 use super::refusal::{from_store, refused};
 use super::{Context, blocking, close_code};
 use crate::clock::now_unix;
-use crate::store::{RevocationRecord, StoreError};
+use crate::store::RevocationRecord;
 
 /// How long the node that posted a revocation has to read the answer before the relay
 /// closes the connections that authenticated with the revoked key.
@@ -46,12 +46,7 @@ pub(crate) async fn post(ctx: &Arc<Context>, facility: &Arc<str>, text: String) 
     let store = Arc::clone(&ctx.store);
     let who = Arc::clone(facility);
     let result = blocking(move || {
-        let enrolled = store.enrollment(&who)?.filter(|e| e.revoked_at.is_none());
-        let Some(card) = enrolled.and_then(|e| FacilityCard::parse(&e.card).ok()) else {
-            return Err(StoreError::NotEnrolled {
-                facility: who.to_string(),
-            });
-        };
+        let card = super::enrolled_card(store.as_ref(), &who)?;
         if let Err(e) = signed.verify(&card) {
             return Ok(Err(refusal_for(&who, &card, &e)));
         }
