@@ -74,7 +74,9 @@ impl DataDir {
 
     /// Creates the directory 0700 (an existing one is tightened to 0700).
     pub(crate) fn create(&self) -> Result<(), RelayError> {
-        fs::create_dir_all(&self.root)
+        // Durably: the parents of new directories are fsynced (a power cut right after
+        // `init` must not lose the key and pin just handed to operators).
+        crate::store::files::create_private_dir(&self.root)
             .map_err(RelayError::io("creating the data directory", &self.root))?;
         #[cfg(unix)]
         {

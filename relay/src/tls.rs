@@ -55,6 +55,39 @@ pub(crate) struct LoadedIdentity {
     pub pin: String,
 }
 
+impl LoadedIdentity {
+    /// The key behind this relay's QUIC stateless-reset tokens, derived from its TLS private
+    /// key so that it is the same after a restart. A node still holding a connection to the
+    /// relay process that crashed sends its next keep-alive to the new process, which cannot
+    /// decrypt it and answers with a stateless reset; only a token made with the old key is
+    /// recognised, so with a per-process random key (quinn's default) the node would sit on
+    /// the dead connection until its idle timeout. Whoever can forge these tokens holds the
+    /// relay's private key and could impersonate the relay anyway.
+    pub(crate) fn stateless_reset_key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            self.derived(b"dossier-relay/v1 QUIC stateless reset key")
+                .as_ref(),
+        )
+    }
+
+    /// The key of the relay's connection-id checksums (quinn drops a packet whose
+    /// connection id does not carry the checksum before considering a stateless reset), for
+    /// the same reason as [`stateless_reset_key`](Self::stateless_reset_key): connection
+    /// ids issued before a restart must still be recognised as the relay's own.
+    pub(crate) fn connection_id_key(&self) -> u64 {
+        let tag = self.derived(b"dossier-relay/v1 QUIC connection id key");
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&tag.as_ref()[..8]);
+        u64::from_le_bytes(first)
+    }
+
+    fn derived(&self, purpose: &[u8]) -> ring::hmac::Tag {
+        let master = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.key.secret_der());
+        ring::hmac::sign(&master, purpose)
+    }
+}
+
 /// Reads `relay-cert.der` and `relay-key.der` and computes the pin.
 pub(crate) fn load(dir: &DataDir) -> Result<LoadedIdentity, RelayError> {
     let cert_der = dir.read(&dir.tls_cert())?;

@@ -15,6 +15,11 @@
 //!    toss restarts the relay at once (while the nodes retry) or after they have finished;
 //! 4. sync every node until nothing moves, then check the invariants (see [`checks`]).
 //!
+//! With [`Config::power_loss`] the relay's data directory is a `dossier-lazyfs` mount and
+//! every relay kill in step 3 is followed at once by a power cut: whatever the relay wrote
+//! and did not fsync is gone when it restarts, which `kill -9` alone (page cache intact)
+//! cannot show.
+//!
 //! Every random choice comes from the seed, so a seed reproduces the plan of a run (the
 //! operating system's scheduling still varies). A violation stops the run and keeps the lab
 //! directory (homes, relay data and log, the last cycles' command output) for inspection.
@@ -94,6 +99,10 @@ pub struct Config {
     pub stall_limit: Option<Duration>,
     /// A fault to inject, to show that the checks catch it (self-test).
     pub fault: Option<Fault>,
+    /// The `dossier-lazyfs` binary: when set, the relay's data directory is mounted on it
+    /// and the power is cut (everything not fsynced dropped) right after every relay kill
+    /// (see [`crate::lazyfs`]).
+    pub power_loss: Option<PathBuf>,
 }
 
 /// Damage the driver can do on purpose, to prove a check fails when it should.
@@ -119,6 +128,7 @@ impl Default for Config {
             keep_lab: false,
             stall_limit: None,
             fault: None,
+            power_loss: None,
         }
     }
 }
@@ -167,6 +177,14 @@ pub struct Summary {
     pub orphan_parts_removed: u64,
     /// WARN lines in the relay's log.
     pub relay_warnings: u64,
+    /// Power cuts (power-loss mode: one per relay kill).
+    pub power_losses: u64,
+    /// At those cuts: files whose unsynced writes were dropped.
+    pub files_rolled_back: u64,
+    /// At those cuts: directories whose unsynced entry changes were dropped.
+    pub dirs_rolled_back: u64,
+    /// At those cuts: files and directories whose names had never been made durable.
+    pub inodes_lost: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// The lab directory, when kept.
@@ -204,6 +222,13 @@ impl fmt::Display for Summary {
             self.orphan_parts_removed,
             self.relay_warnings
         )?;
+        if self.power_losses > 0 {
+            writeln!(
+                f,
+                "power losses: {} (dropped unsynced writes in {} files, unsynced entries in {} directories, {} never-durable files)",
+                self.power_losses, self.files_rolled_back, self.dirs_rolled_back, self.inodes_lost
+            )?;
+        }
         if self.slow_watch_stops > 0 {
             writeln!(
                 f,
@@ -267,10 +292,15 @@ pub fn run(cfg: &Config, report: &mut dyn FnMut(&str)) -> Result<Summary, Box<Vi
     let started = Instant::now();
     let mut world = World::new(cfg);
     report(&format!(
-        "crash loop: {} cycles, seed {}, kill {:?}, {} send slots x {} bundles, lab {}",
+        "crash loop: {} cycles, seed {}, kill {:?}{}, {} send slots x {} bundles, lab {}",
         cfg.cycles,
         cfg.seed,
         cfg.kill,
+        if cfg.power_loss.is_some() {
+            " + power loss"
+        } else {
+            ""
+        },
         cfg.senders,
         cfg.bundles_per_sender,
         world.lab.path().display()

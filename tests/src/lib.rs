@@ -898,7 +898,11 @@ mod tests {
 }
 
 // Online exchange helpers (a real `dossier-relay` process, `send`/`sync`/`inbox`/`outbox`).
+pub mod attacks;
 pub mod crashloop;
+pub mod lazyfs;
+pub mod limits;
 pub mod measure;
+pub mod netem;
 mod online;
 pub use online::*;

@@ -460,15 +460,28 @@ pub struct Cast {
 }
 
 impl Cast {
-    /// Sets the cast up and starts the relay.
+    /// Sets the cast up and starts the relay (on a port the system picks at each start).
     pub fn start() -> Self {
+        Self::start_with(RelayProcess::init)
+    }
+
+    /// Like [`Cast::start`] with the relay on one fixed port, so that it comes back at the
+    /// same address after [`RelayProcess::kill`] and [`RelayProcess::start`] (nodes keep
+    /// their `relay set`).
+    pub fn start_on_fixed_port() -> Self {
+        Self::start_with(|lab| {
+            RelayProcess::init_on(lab, &format!("127.0.0.1:{}", free_udp_port()))
+        })
+    }
+
+    fn start_with(init: impl FnOnce(&Lab) -> RelayProcess) -> Self {
         let lab = Lab::new();
         let coordinator = lab.coordinator();
         let clinic = lab.clinic();
         let patient = lab.patient_node();
         coordinator.pin_both_ways(&clinic);
         coordinator.pin_both_ways(&patient);
-        let mut relay = RelayProcess::init(&lab);
+        let mut relay = init(&lab);
         for n in [&coordinator, &clinic, &patient] {
             relay.enroll(n);
         }

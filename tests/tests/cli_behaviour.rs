@@ -525,3 +525,24 @@ fn demo_runs_a_complete_exchange_and_cleans_up() {
         "the demo deletes its directory"
     );
 }
+
+#[test]
+fn a_closed_stdout_does_not_crash_a_command() {
+    // `dossier card | head -c0`, `dossier inbox | head -1`: the reader went away. The
+    // command must not panic (exit 101) but finish what it was doing and exit as usual.
+    let lab = Lab::new();
+    let clinic = lab.clinic();
+    for args in [&["card"][..], &["contacts", "list"], &["inbox", "--json"]] {
+        let (read_end, write_end) = nix::unistd::pipe().expect("a pipe");
+        drop(read_end); // every write to the pipe now fails with EPIPE
+        let out = clinic
+            .command(args)
+            .stdout(std::process::Stdio::from(write_end))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("the command runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

@@ -254,3 +254,52 @@ fn one_bundle_for_two_recipients_is_stored_once_and_released_after_both() {
     assert_eq!(coordinator.delivery_state(&id, CLINIC_ID), "delivered");
     assert_eq!(coordinator.delivery_state(&id, PATIENT_ID), "delivered");
 }
+
+/// A node watching for mail learns that the relay process crashed at its next keep-alive —
+/// the restarted relay answers with a stateless reset the node recognises, because the
+/// relay's reset and connection-id keys survive restarts — instead of at its idle timeout:
+/// mail sent after the restart arrives within seconds.
+#[test]
+fn a_watching_node_notices_a_relay_crash_at_its_next_keep_alive() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let Cast {
+        lab,
+        mut relay,
+        coordinator,
+        clinic,
+        ..
+    } = Cast::start_on_fixed_port();
+    let dir = lab.fresh_dir("in");
+    let wait_for_inbox = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while clinic.inbox().len() < n {
+            assert!(Instant::now() < deadline, "bundle {n} never arrived");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let send = |name: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("follow-up note {name}")).unwrap();
+        coordinator.send_outcome(&[CLINIC_ID], &[], &[&path]).ok();
+    };
+
+    let watch = spawn_dossier(&clinic, &["sync", "--watch", "--interval", "600"]);
+    send("first.txt");
+    wait_for_inbox(1); // the watcher is connected and hears new mail
+
+    relay.kill();
+    relay.start();
+    let restarted = Instant::now();
+    send("second.txt");
+    wait_for_inbox(2);
+    let took = restarted.elapsed();
+    kill(Pid::from_raw(watch.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    finish_spawned(watch, "dossier sync --watch").ok();
+    // Keep-alives go out every 3 s; the idle timeout (what it waited for before) is 12 s.
+    assert!(
+        took < Duration::from_secs(8),
+        "mail sent after the relay restarted arrived only after {took:?}"
+    );
+}

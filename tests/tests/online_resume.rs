@@ -130,3 +130,66 @@ fn a_large_transfer_cut_twice_by_relay_crashes_resumes_and_arrives_once() {
     coordinator.sync();
     assert_eq!(coordinator.delivery_state(&id, CLINIC_ID), "delivered");
 }
+
+/// `sync --watch` stopped (SIGTERM) while a download is stalled mid-way — the case where the
+/// shutdown signal used to wait for the transfer to give up — exits within seconds, keeps
+/// the bytes received, and the next `sync` resumes after them.
+#[test]
+fn sync_watch_stops_promptly_during_a_stalled_download_and_the_next_sync_resumes() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let Cast {
+        lab,
+        relay,
+        coordinator,
+        clinic,
+        ..
+    } = Cast::start();
+    let input = lab.fresh_dir("in").join("mri-series.dcm");
+    write_file(&input, &pseudo_random_bytes(0x57, BIG / 2));
+    let sent = coordinator.send_outcome(&[CLINIC_ID], &[], &[&input]);
+    sent.ok();
+    let id = sent.json()["bundle_id"].as_str().unwrap().to_owned();
+
+    let incoming = clinic.home.join("inbox").join("incoming");
+    let mut watch = spawn_dossier(&clinic, &["sync", "--watch"]);
+    let cut = wait_for_partial(&incoming, &mut watch);
+    let relay_pid = Pid::from_raw(relay.pid().expect("relay running") as i32);
+    kill(relay_pid, Signal::SIGSTOP).expect("freeze the relay");
+    if !cut || clinic.inbox().len() == 1 {
+        kill(relay_pid, Signal::SIGCONT).expect("thaw the relay");
+        let _ = kill(Pid::from_raw(watch.id() as i32), Signal::SIGTERM);
+        let out = finish_spawned(watch, "dossier sync --watch");
+        panic!(
+            "the download finished before it could be stalled\n{}",
+            out.describe()
+        );
+    }
+    let held = largest_part(&incoming);
+    let asked = Instant::now();
+    kill(Pid::from_raw(watch.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let stopped = finish_spawned(watch, "dossier sync --watch");
+    let took = asked.elapsed();
+    kill(relay_pid, Signal::SIGCONT).expect("thaw the relay");
+    stopped.ok();
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped {took:?} after SIGTERM, during a stalled download\n{}",
+        stopped.describe()
+    );
+    assert!(clinic.inbox().is_empty(), "nothing filed half-way");
+    assert!(
+        largest_part(&incoming) >= held,
+        "the bytes received are kept"
+    );
+
+    let summary = clinic.sync();
+    let got = &summary["received"][0];
+    assert_eq!(got["bundle_id"], id.as_str(), "{summary}");
+    assert!(
+        got["resumed_from"].as_u64().unwrap() >= held,
+        "resumed: {got}"
+    );
+    assert_eq!(clinic.inbox().len(), 1);
+}

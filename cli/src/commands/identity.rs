@@ -73,12 +73,17 @@ pub fn card(home: &NodeHome, a: CardArgs) -> Result<(), NodeError> {
             out.json(&card_json(&card));
         }
         None if a.json => {
-            eprintln!("Fingerprint: {}", card.fingerprint());
+            crate::output::to_stderr(&format!("Fingerprint: {}", card.fingerprint()));
             out.json(&card_json(&card));
         }
         None => {
-            print!("{}", String::from_utf8_lossy(&card.to_file_bytes()));
-            eprintln!("Fingerprint of {}: {}", card.id(), card.fingerprint());
+            // The card file as it is; a closed stdout is ignored (see `output`).
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &card.to_file_bytes());
+            crate::output::to_stderr(&format!(
+                "Fingerprint of {}: {}",
+                card.id(),
+                card.fingerprint()
+            ));
         }
     }
     Ok(())

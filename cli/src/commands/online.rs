@@ -7,7 +7,7 @@ use dossier_node::audit::{Actor, AuditAction, AuditEvent};
 use dossier_node::outbox::OutboxRecord;
 use dossier_node::relay_client::runtime;
 use dossier_node::relay_config::{self, RelayConfig};
-use dossier_node::sync::{self, SendOutcome, SyncContext, SyncEvent, SyncEvents};
+use dossier_node::sync::{self, SendOutcome, StopSignal, SyncContext, SyncEvent, SyncEvents};
 use dossier_node::{NodeError, NodeHome, gate, identity, outbox};
 use serde_json::json;
 
@@ -149,18 +149,24 @@ pub fn sync(home: &NodeHome, actor: &Actor, a: SyncArgs) -> Result<(), NodeError
     let ring = identity::unlock(home, &pass)?;
     let progress = TerminalProgress::new();
     let events = Printer::new(out, true);
-    let ctx = SyncContext::new(home, &ring, &progress, &events, actor)?;
+    let mut ctx = SyncContext::new(home, &ring, &progress, &events, actor)?;
     let rt = runtime().map_err(NodeError::io("starting the network runtime"))?;
     if a.watch {
         out.say(format!(
             "Watching {} (new mail is fetched as it arrives; periodic sync every {} s). Ctrl-C to stop.",
             ctx.relay.address, a.interval
         ));
-        rt.block_on(sync::watch(
-            &ctx,
-            Duration::from_secs(a.interval.max(1)),
-            shutdown_signal(),
-        ))?;
+        // The signal is heard on its own task, so that it also stops a download running
+        // on a blocking thread (see `StopSignal`).
+        let (stopper, stop) = StopSignal::new();
+        ctx.stop = stop.clone();
+        rt.block_on(async {
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopper.stop();
+            });
+            sync::watch(&ctx, Duration::from_secs(a.interval.max(1)), stop.raised()).await
+        })?;
         out.say("Stopped.");
         return Ok(());
     }

@@ -297,18 +297,23 @@ pub(crate) fn read_container<R: Read>(
                 }
                 let index = parts.len();
                 let path = PartPath::parse(rest, index).map_err(BadPath)?;
-                let mut hashing = HashingReader {
-                    inner: &mut entry,
-                    hasher: Sha256::new(),
-                    count: 0,
+                let (count, digest) = if size >= THREADED_HASH_MIN {
+                    visit_hashing_aside(&mut entry, index, &path, visitor)?
+                } else {
+                    let mut hashing = HashingReader {
+                        inner: &mut entry,
+                        hasher: Sha256::new(),
+                        count: 0,
+                    };
+                    visitor.visit(index, &path, &mut hashing)?;
+                    // Drain anything the visitor left so the hash covers the whole entry.
+                    io::copy(&mut hashing, &mut io::sink()).map_err(Read)?;
+                    (hashing.count, hashing.hasher.finalize().into())
                 };
-                visitor.visit(index, &path, &mut hashing)?;
-                // Drain anything the visitor left so the hash covers the whole entry.
-                io::copy(&mut hashing, &mut io::sink()).map_err(Read)?;
-                if hashing.count != size {
+                if count != size {
                     return Err(Structure("part shorter than its header says"));
                 }
-                parts.push((path, size, hashing.hasher.finalize().into()));
+                parts.push((path, size, digest));
             } else if name == MANIFEST_NAME {
                 if manifest.is_some() {
                     return Err(Structure("two manifests"));
@@ -356,6 +361,92 @@ pub(crate) fn read_container<R: Read>(
         manifest,
         signature,
     })
+}
+
+/// Parts at least this large are hashed on a second thread while they are read.
+const THREADED_HASH_MIN: u64 = 4 * 1024 * 1024;
+
+/// Hands part `index` (all of `entry`) to `visitor` while a second thread computes its
+/// SHA-256, as sealing does: opening a large part otherwise runs decryption and hashing —
+/// the two largest costs, about equal — one after the other on one core. Memory stays
+/// bounded by [`HASH_QUEUE`] chunks of about [`HASH_CHUNK`]. Returns the bytes read and
+/// the digest.
+fn visit_hashing_aside(
+    entry: &mut dyn Read,
+    index: usize,
+    path: &PartPath,
+    visitor: &mut dyn PartVisitor,
+) -> Result<(u64, [u8; 32]), ContainerError> {
+    std::thread::scope(|scope| {
+        let (to_hasher, chunks) = mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+        let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
+        let hasher = scope.spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in chunks {
+                h.update(&chunk);
+                let _ = recycle.send(chunk);
+            }
+            <[u8; 32]>::from(h.finalize())
+        });
+        let mut tee = TeeFromReader {
+            inner: entry,
+            pending: Vec::with_capacity(HASH_CHUNK),
+            to_hasher,
+            recycled,
+            count: 0,
+        };
+        let visited = visitor.visit(index, path, &mut tee).and_then(|()| {
+            // Drain anything the visitor left so the hash covers the whole entry.
+            io::copy(&mut tee, &mut io::sink()).map_err(ContainerError::Read)?;
+            tee.hand_over().map_err(ContainerError::Read)
+        });
+        let count = tee.count;
+        drop(tee); // closes the channel: the hasher finishes
+        let digest = hasher
+            .join()
+            .map_err(|_| ContainerError::Read(io::Error::other("the hashing thread panicked")))?;
+        visited.map(|()| (count, digest))
+    })
+}
+
+/// Serves reads from `inner` and collects the same bytes into chunks for the hashing
+/// thread; chunk buffers come back from the hasher for reuse.
+struct TeeFromReader<'a> {
+    inner: &'a mut dyn Read,
+    pending: Vec<u8>,
+    to_hasher: mpsc::SyncSender<Vec<u8>>,
+    recycled: mpsc::Receiver<Vec<u8>>,
+    count: u64,
+}
+
+impl TeeFromReader<'_> {
+    /// Sends the bytes collected so far to the hasher.
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut next = self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(HASH_CHUNK));
+        next.clear();
+        let full = std::mem::replace(&mut self.pending, next);
+        self.to_hasher
+            .send(full)
+            .map_err(|_| io::Error::other("the hashing thread stopped"))
+    }
+}
+
+impl Read for TeeFromReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.pending.extend_from_slice(&out[..n]);
+        self.count += n as u64;
+        if self.pending.len() >= HASH_CHUNK {
+            self.hand_over()?;
+        }
+        Ok(n)
+    }
 }
 
 /// A visitor that reads every part to its end and keeps nothing (the verify pass).
@@ -425,6 +516,52 @@ mod tests {
         assert_eq!(c.parts[0].1, 5);
         assert_eq!(c.parts[0].2, <[u8; 32]>::from(Sha256::digest(b"hello")));
         assert_eq!(c.manifest, b"{}");
+    }
+
+    #[test]
+    fn large_parts_hashed_aside_match_inline_hashing_whatever_the_visitor_reads() {
+        let big: Vec<u8> = (0..(THREADED_HASH_MIN as usize * 2 + 12_345))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let exact = THREADED_HASH_MIN as usize;
+        let bytes = build(&[
+            ("big.bin", &big),
+            ("small.txt", b"hi"),
+            ("exact.bin", &big[..exact]),
+        ]);
+        let c = read_container(&bytes[..], &mut Discard).unwrap();
+        assert_eq!(c.parts[0].1, big.len() as u64);
+        assert_eq!(c.parts[0].2, <[u8; 32]>::from(Sha256::digest(&big)));
+        assert_eq!(c.parts[1].2, <[u8; 32]>::from(Sha256::digest(b"hi")));
+        assert_eq!(
+            c.parts[2].2,
+            <[u8; 32]>::from(Sha256::digest(&big[..exact]))
+        );
+
+        // A visitor that reads a little and stops: the rest is drained into the hash.
+        struct FirstBytes(Vec<u8>);
+        impl PartVisitor for FirstBytes {
+            fn visit(
+                &mut self,
+                _: usize,
+                _: &PartPath,
+                content: &mut dyn Read,
+            ) -> Result<(), ContainerError> {
+                content
+                    .take(3)
+                    .read_to_end(&mut self.0)
+                    .map_err(ContainerError::Read)?;
+                Ok(())
+            }
+        }
+        let mut first = FirstBytes(Vec::new());
+        let c = read_container(&bytes[..], &mut first).unwrap();
+        assert_eq!(c.parts[0].2, <[u8; 32]>::from(Sha256::digest(&big)));
+        assert_eq!(&first.0[..3], &big[..3]);
+
+        // A large part cut short is refused, not hashed as complete.
+        let cut = &bytes[..bytes.len() / 3];
+        assert!(read_container(cut, &mut Discard).is_err());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::timestamp::Timestamp;
 pub const KEYRING_SCRYPT_LOG_N: u8 = 15;
 
 /// Largest decrypted keyring accepted, in bytes (a keyring with hundreds of rotations).
-const MAX_KEYRING_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_KEYRING_BYTES: u64 = 1024 * 1024;
 
 /// Why a keyring could not be made or opened.
 #[derive(Debug, thiserror::Error)]
@@ -229,28 +229,8 @@ impl Keyring {
         input: R,
         passphrase: &SecretString,
     ) -> Result<Self, KeyringError> {
-        let decryptor = age::Decryptor::new(input).map_err(|_| KeyringError::Corrupt)?;
-        if !decryptor.is_scrypt() {
-            return Err(KeyringError::Corrupt);
-        }
-        let identity = age::scrypt::Identity::new(passphrase.clone());
-        let reader = decryptor
-            .decrypt(std::iter::once(&identity as &dyn age::Identity))
-            .map_err(|e| match e {
-                age::DecryptError::DecryptionFailed
-                | age::DecryptError::KeyDecryptionFailed
-                | age::DecryptError::NoMatchingKeys => KeyringError::WrongPassphrase,
-                age::DecryptError::Io(e) => KeyringError::Io(e),
-                _ => KeyringError::Corrupt,
-            })?;
-        let mut plain = Zeroizing::new(Vec::new());
-        reader
-            .take(MAX_KEYRING_BYTES + 1)
-            .read_to_end(&mut plain)
-            .map_err(|_| KeyringError::Corrupt)?;
-        if plain.len() as u64 > MAX_KEYRING_BYTES {
-            return Err(KeyringError::Corrupt);
-        }
+        // The age layer, with the scrypt work factor bounded (crate::age_file).
+        let plain = crate::age_file::decrypt_passphrase_file(input, passphrase)?;
         #[derive(serde::Deserialize)]
         struct FormatOnly {
             format: String,

@@ -25,6 +25,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "sealing")]
+pub mod age_file;
 pub mod card;
 #[cfg(feature = "sealing")]
 pub mod container;

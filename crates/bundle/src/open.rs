@@ -317,10 +317,41 @@ impl Read for ReadErrorTracker<'_> {
 
 /// Reads the bounded age header, decrypts with every key of `keyring`, reads the container.
 fn decrypt_and_read<R: Read>(
-    mut input: R,
+    input: R,
     keyring: &Keyring,
     visitor: &mut dyn PartVisitor,
 ) -> Result<crate::container::ContainerContents, OpenError> {
+    let stream = decrypt_payload(input, keyring)?;
+    read_container(stream, visitor).map_err(|e| match e {
+        ContainerError::Visit(e) => OpenError::Sink(e),
+        ContainerError::Read(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+            ) =>
+        {
+            payload_read_error(e)
+        }
+        ContainerError::Read(_) => OpenError::Tampered(
+            "the container could not be read (it is not a well-formed ustar stream)".into(),
+        ),
+        ContainerError::BadPath(m) => OpenError::Manifest(m),
+        other => OpenError::Tampered(other.to_string()),
+    })
+}
+
+/// The decrypted payload of an age file, as [`decrypt_payload`] hands it out.
+pub(crate) type PayloadStream<R> =
+    age::stream::StreamReader<BufReader<io::Chain<io::Cursor<Vec<u8>>, R>>>;
+
+/// The age layer of opening (checks 1-4 of docs/protocol.md §11.1): reads the bounded
+/// header, refuses a passphrase file, and unwraps the file key with every key set of
+/// `keyring` (current first). The payload is not read yet; its chunks authenticate as they
+/// are read, so the caller must read it to the end before trusting any of it.
+pub(crate) fn decrypt_payload<R: Read>(
+    mut input: R,
+    keyring: &Keyring,
+) -> Result<PayloadStream<R>, OpenError> {
     let header = read_bounded_header(&mut input)?;
     let input = BufReader::with_capacity(IO_BUFFER, io::Cursor::new(header).chain(input));
     let decryptor = age::Decryptor::new_buffered(input).map_err(map_age_error)?;
@@ -331,23 +362,22 @@ fn decrypt_and_read<R: Read>(
         .all()
         .map(|k| k.age_identity() as &dyn age::Identity)
         .collect();
-    let stream = decryptor
+    decryptor
         .decrypt(identities.into_iter())
-        .map_err(map_age_error)?;
-    read_container(stream, visitor).map_err(|e| match e {
-        ContainerError::Visit(e) => OpenError::Sink(e),
-        ContainerError::Read(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            OpenError::Tampered("the bundle is truncated".into())
-        }
-        ContainerError::Read(e) if e.kind() == io::ErrorKind::InvalidData => {
+        .map_err(map_age_error)
+}
+
+/// What a failed read of the decrypted payload means (check 5 of §11.1): a chunk that does
+/// not authenticate (`InvalidData`) or a file cut short is tampering; any other error is
+/// the input's own.
+pub(crate) fn payload_read_error(e: io::Error) -> OpenError {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => OpenError::Tampered("the bundle is truncated".into()),
+        io::ErrorKind::InvalidData => {
             OpenError::Tampered("the encrypted payload does not authenticate".into())
         }
-        ContainerError::Read(_) => OpenError::Tampered(
-            "the container could not be read (it is not a well-formed ustar stream)".into(),
-        ),
-        ContainerError::BadPath(m) => OpenError::Manifest(m),
-        other => OpenError::Tampered(other.to_string()),
-    })
+        _ => OpenError::Io(e),
+    }
 }
 
 const IO_BUFFER: usize = 64 * 1024;
@@ -363,6 +393,11 @@ fn read_bounded_header<R: Read>(input: &mut R) -> Result<Vec<u8>, OpenError> {
         let window = &buf[..buf.len().min(MAX_AGE_HEADER_BYTES)];
         if let Some(mac_at) = find(window, b"\n--- ") {
             if window[mac_at + 1..].contains(&b'\n') {
+                if buf.starts_with(AGE_V1_LINE)
+                    && !stanza_bodies_end_short(&buf[AGE_V1_LINE.len()..=mac_at])
+                {
+                    return Err(OpenError::Tampered("the age header is invalid".into()));
+                }
                 return Ok(buf);
             }
         }
@@ -392,6 +427,33 @@ fn read_bounded_header<R: Read>(input: &mut R) -> Result<Vec<u8>, OpenError> {
             return Err(OpenError::NotABundle);
         }
     }
+}
+
+const AGE_V1_LINE: &[u8] = b"age-encryption.org/v1\n";
+
+/// Part of check 2 of docs/protocol.md §11.1 that the age crate (0.12) leaves out: in an age
+/// v1 header every stanza's body ends with a line shorter than 64 columns, possibly empty
+/// (c2sp.org/age). `stanzas` is the header between the version line and the MAC line, each
+/// line ending in `\n`. Body lines are base64 and never start with `-`; other defects are
+/// left to the age parser. Without this, a stanza with no final line is accepted (CCTV age
+/// vectors `stanza_missing_body`, `stanza_missing_final_line`).
+fn stanza_bodies_end_short(stanzas: &[u8]) -> bool {
+    let Some(lines) = stanzas.strip_suffix(b"\n") else {
+        return true;
+    };
+    // Inside a stanza whose final, short line has not been seen yet.
+    let mut open = false;
+    for line in lines.split(|&b| b == b'\n') {
+        if line.starts_with(b"-") {
+            if open {
+                return false;
+            }
+            open = line.starts_with(b"-> ");
+        } else if line.len() < 64 {
+            open = false;
+        }
+    }
+    !open
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -617,6 +679,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, OpenError::NotListedRecipient), "{e}");
+    }
+
+    #[test]
+    fn stanza_without_its_final_short_line_is_refused() {
+        // Found by the CCTV age vectors (stanza_missing_body, stanza_missing_final_line): the
+        // age crate accepts these headers when their MAC is right.
+        let (a, b) = (party("us-a", "US"), party("th-b", "TH"));
+        let dir = Dir(vec![a.card.clone()]);
+        let bundle = sealed(&a, &[&b], &[("p", b"x")]);
+        let mac_at = find(&bundle, b"\n--- ").unwrap() + 1;
+        for extra in [
+            &b"-> grease\n"[..],
+            &[b"-> grease\n", &[b'A'; 64][..], b"\n"].concat(),
+        ] {
+            let mut t = bundle[..mac_at].to_vec();
+            t.extend_from_slice(extra);
+            t.extend_from_slice(&bundle[mac_at..]);
+            let e = verify(&t[..], &b.keys, b.card.id(), &dir).unwrap_err();
+            assert!(
+                matches!(&e, OpenError::Tampered(m) if m.contains("header is invalid")),
+                "{e}"
+            );
+        }
+        assert!(stanza_bodies_end_short(b"-> a\n\n-> b c\nAAAA\n"));
+        assert!(stanza_bodies_end_short(b""));
+        assert!(!stanza_bodies_end_short(b"-> a\n"));
+        assert!(!stanza_bodies_end_short(b"-> a\n-> b\n\n"));
+        let full = [&b"-> a\n"[..], &[b'A'; 64], b"\n"].concat();
+        assert!(!stanza_bodies_end_short(&full));
+        assert!(stanza_bodies_end_short(&[&full[..], b"\n"].concat()));
     }
 
     #[test]

@@ -80,7 +80,10 @@ impl RelayError {
         match self {
             RelayError::Unreachable { .. } | RelayError::ConnectionLost(_) => true,
             RelayError::Refused { code, .. } => {
-                matches!(code, RefusalCode::Internal | RefusalCode::OverQuota)
+                matches!(
+                    code,
+                    RefusalCode::Internal | RefusalCode::OverQuota | RefusalCode::StorageFull
+                )
             }
             _ => false,
         }
@@ -140,6 +143,7 @@ pub fn code_name(code: RefusalCode) -> &'static str {
         RefusalCode::HashMismatch => "hash_mismatch",
         RefusalCode::Malformed => "malformed",
         RefusalCode::Internal => "internal",
+        RefusalCode::StorageFull => "storage_full",
     }
 }
 
@@ -204,5 +208,9 @@ mod tests {
         assert!(refused(RefusalCode::OverQuota).is_transient());
         assert!(!refused(RefusalCode::OverQuota).refuses_bundle_for_good());
         assert_eq!(code_name(RefusalCode::OverQuota), "over_quota");
+        // A full relay disk is the relay's condition, not the bundle's: queue and retry.
+        let full = refused(RefusalCode::StorageFull);
+        assert!(full.is_transient() && !full.refuses_bundle_for_good() && !full.refuses_node());
+        assert!(full.to_string().contains("storage_full"));
     }
 }

@@ -57,6 +57,46 @@ pub struct SyncContext<'a> {
     pub events: &'a dyn SyncEvents,
     /// Who runs the sync: receipts, quarantines and revocations are audited as theirs.
     pub actor: &'a Actor,
+    /// Asks a download in progress to stop (the operator stopping `sync --watch`); the
+    /// bytes received stay for the next attempt to resume after.
+    pub stop: StopSignal,
+}
+
+/// Tells a running sync to stop: a download in progress runs on a blocking thread that
+/// the async shutdown signal cannot interrupt, so it watches this instead.
+#[derive(Clone, Debug)]
+pub struct StopSignal(tokio::sync::watch::Receiver<bool>);
+
+/// The sending half of a [`StopSignal`].
+#[derive(Debug)]
+pub struct Stopper(tokio::sync::watch::Sender<bool>);
+
+impl StopSignal {
+    /// A signal and the [`Stopper`] that raises it.
+    pub fn new() -> (Stopper, StopSignal) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (Stopper(tx), StopSignal(rx))
+    }
+
+    /// A signal that is never raised.
+    pub fn never() -> StopSignal {
+        StopSignal::new().1
+    }
+
+    /// Completes once the signal is raised; never, if its stopper was dropped unraised.
+    pub async fn raised(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Stopper {
+    /// Raises the signal.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
 }
 
 impl<'a> SyncContext<'a> {
@@ -76,6 +116,7 @@ impl<'a> SyncContext<'a> {
             progress,
             events,
             actor,
+            stop: StopSignal::never(),
         })
     }
 }

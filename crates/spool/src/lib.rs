@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod aligned;
+mod chunks;
 mod direct;
 mod reader;
 mod writer;

@@ -5,7 +5,10 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use bytes::Bytes;
+
 use crate::aligned::AlignedBuf;
+use crate::chunks::BufferPool;
 use crate::direct::{Access, open_direct};
 use crate::writer::{BLOCK, BUFFER_BYTES};
 
@@ -20,6 +23,8 @@ pub struct SpoolReader {
     buf_at: u64,
     /// Where the next read starts.
     pos: u64,
+    /// Buffers for [`read_piece`](Self::read_piece), reused once the pieces are dropped.
+    pool: BufferPool,
 }
 
 impl std::fmt::Debug for SpoolReader {
@@ -45,6 +50,7 @@ impl SpoolReader {
             buf: AlignedBuf::new(if direct { BUFFER_BYTES } else { 0 }, BLOCK),
             buf_at: 0,
             pos: 0,
+            pool: BufferPool::default(),
         })
     }
 
@@ -61,6 +67,46 @@ impl SpoolReader {
     /// Whether the file is empty.
     pub fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
+    }
+
+    /// Reads the next bytes, at most `max` (and at most [`BUFFER_BYTES`]), as one shared
+    /// piece; an empty piece means end of file. With direct I/O the piece is the aligned
+    /// buffer the disk read into, handed out without a copy; its buffer goes back to this
+    /// reader's pool when the last clone of the piece is dropped.
+    pub fn read_piece(&mut self, max: usize) -> io::Result<Bytes> {
+        if max == 0 {
+            return Ok(Bytes::new());
+        }
+        if !self.direct {
+            return self.read_piece_buffered(max);
+        }
+        let at = self.pos - self.pos % BLOCK as u64;
+        let skip = (self.pos - at) as usize;
+        let mut buf = self.pool.take();
+        let n = match self.file.read_at(buf.whole_mut(), at) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct = false;
+                self.buf.set_len(0);
+                return self.read_piece_buffered(max);
+            }
+            Err(e) => return Err(e),
+        };
+        if n <= skip {
+            return Ok(Bytes::new()); // end of file
+        }
+        buf.set_len(n);
+        let take = (n - skip).min(max);
+        self.pos += take as u64;
+        Ok(Bytes::from_owner(self.pool.piece(buf)).slice(skip..skip + take))
+    }
+
+    fn read_piece_buffered(&mut self, max: usize) -> io::Result<Bytes> {
+        let mut v = vec![0u8; max.min(BUFFER_BYTES)];
+        let n = self.file.read_at(&mut v, self.pos)?;
+        v.truncate(n);
+        self.pos += n as u64;
+        Ok(Bytes::from(v))
     }
 
     fn buffered(&self) -> std::ops::Range<u64> {
@@ -162,6 +208,47 @@ mod tests {
                 got.extend_from_slice(&piece[..n]);
             }
             assert_eq!(got, body[from..], "from {from}, direct {}", r.is_direct());
+        }
+    }
+
+    #[test]
+    fn pieces_cover_every_byte_from_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let body: Vec<u8> = (0..(2 * BUFFER_BYTES + 777))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        std::fs::write(&path, &body).unwrap();
+        for (from, max) in [
+            (0usize, BUFFER_BYTES),
+            (1, BUFFER_BYTES),
+            (BLOCK + 5, 100_003),
+            (BUFFER_BYTES, usize::MAX),
+            (body.len() - 1, BUFFER_BYTES),
+            (body.len(), BUFFER_BYTES),
+        ] {
+            let mut r = SpoolReader::open(&path).unwrap();
+            r.seek(SeekFrom::Start(from as u64)).unwrap();
+            let mut held = Vec::new();
+            loop {
+                let piece = r.read_piece(max).unwrap();
+                if piece.is_empty() {
+                    break;
+                }
+                assert!(piece.len() <= max.min(BUFFER_BYTES));
+                held.push(piece);
+            }
+            let got: Vec<u8> = held.iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(got, body[from..], "from {from}, direct {}", r.is_direct());
+            // Mixed with plain reads, positions stay exact.
+            let mut r = SpoolReader::open(&path).unwrap();
+            let mut first = vec![0u8; 10];
+            r.read_exact(&mut first).unwrap();
+            let next = r.read_piece(20).unwrap();
+            assert_eq!(&next[..], &body[10..30]);
+            let mut after = vec![0u8; 5];
+            r.read_exact(&mut after).unwrap();
+            assert_eq!(after, body[30..35]);
         }
     }
 }

@@ -245,6 +245,10 @@ pub enum RefusalCode {
     Malformed,
     /// The relay failed; retry later.
     Internal,
+    /// The relay's storage is full: the deposit was not stored. Retry later (recipients
+    /// collecting held bundles, or the operator, free space); nothing is wrong with the
+    /// bundle.
+    StorageFull,
 }
 
 impl ClientMessage {
@@ -387,5 +391,18 @@ mod tests {
             serde_json::to_string(&RefusalCode::KeyRevoked).unwrap(),
             r#""key_revoked""#
         );
+    }
+
+    #[test]
+    fn storage_full_has_a_fixed_wire_name() {
+        assert_eq!(
+            serde_json::to_string(&RefusalCode::StorageFull).unwrap(),
+            r#""storage_full""#
+        );
+        let m = ServerMessage::Refused(Refusal {
+            code: RefusalCode::StorageFull,
+            message: "m".into(),
+        });
+        assert_eq!(decode::<ServerMessage>(&encode(&m).unwrap()).unwrap(), m);
     }
 }

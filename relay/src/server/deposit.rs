@@ -111,7 +111,7 @@ pub(crate) async fn handle(
         return; // the upload is dropped, keeping its bytes
     }
     tracing::info!(%bundle_id, %sender, length, have, "deposit receiving");
-    let _permit = ctx.transfers.acquire().await;
+    let _permit = ctx.transfers.acquire(sender).await;
     match receive_body(upload, &mut recv).await {
         Outcome::Accepted(a) => {
             tracing::info!(%bundle_id, %sender, length, recipients = recipients.len(), "deposit accepted");

@@ -30,14 +30,35 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Keep-alive interval from the relay's side.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// The server configuration: TLS identity and transport limits.
-pub(crate) fn server_config(dir: &DataDir) -> Result<(quinn::ServerConfig, String), RelayError> {
+/// What the endpoint is made from.
+pub(crate) struct EndpointSetup {
+    /// TLS identity and transport limits.
+    pub server: quinn::ServerConfig,
+    /// Endpoint-wide settings: stateless-reset and connection-id keys that survive
+    /// restarts, so that nodes still connected to a crashed relay process learn at their
+    /// next keep-alive that it is gone (a stateless reset) instead of at their idle timeout.
+    pub endpoint: quinn::EndpointConfig,
+    /// `sha256:…` of the relay's public key.
+    pub pin: String,
+}
+
+/// The server and endpoint configuration from the relay's identity.
+pub(crate) fn setup(dir: &DataDir) -> Result<EndpointSetup, RelayError> {
     let identity = tls::load(dir)?;
     let pin = identity.pin.clone();
+    let mut endpoint = quinn::EndpointConfig::new(Arc::new(identity.stateless_reset_key()));
+    let cid_key = identity.connection_id_key();
+    endpoint.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     let crypto = tls::server_crypto(dir, identity)?;
-    let mut config = quinn::ServerConfig::with_crypto(crypto);
-    config.transport_config(Arc::new(transport()));
-    Ok((config, pin))
+    let mut server = quinn::ServerConfig::with_crypto(crypto);
+    server.transport_config(Arc::new(transport()));
+    Ok(EndpointSetup {
+        server,
+        endpoint,
+        pin,
+    })
 }
 
 fn transport() -> TransportConfig {
@@ -52,13 +73,17 @@ fn transport() -> TransportConfig {
             IdleTimeout::try_from(IDLE_TIMEOUT)
                 .unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(60_000))),
         ));
+    // Congestion control for both short and lossy long-haul paths (the relay is the sender
+    // on downloads): see dossier-transport.
+    dossier_transport::tune(&mut t);
     t
 }
 
 /// Binds the UDP socket and starts the endpoint (needs a tokio runtime).
-pub(crate) fn bind(
-    config: quinn::ServerConfig,
-    addr: SocketAddr,
-) -> Result<quinn::Endpoint, RelayError> {
-    quinn::Endpoint::server(config, addr).map_err(|source| RelayError::Bind { addr, source })
+pub(crate) fn bind(setup: EndpointSetup, addr: SocketAddr) -> Result<quinn::Endpoint, RelayError> {
+    let bind_error = |source| RelayError::Bind { addr, source };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| bind_error(std::io::Error::other("no async runtime to drive QUIC")))?;
+    quinn::Endpoint::new(setup.endpoint, Some(setup.server), socket, runtime).map_err(bind_error)
 }

@@ -8,15 +8,18 @@
 //!                                          (or Refused {unknown_bundle})
 //! ```
 //!
-//! A blocking thread reads the body file in chunks of at most 1 MiB into a short channel;
-//! the network side writes them out as the node's flow control allows. Memory per fetch is
-//! bounded by the channel, not the bundle. If the file turns out shorter than its record
+//! A blocking thread reads the body file in pieces of at most 1 MiB into a short channel;
+//! the network side writes them out as the node's flow control allows. The pieces are the
+//! store's own aligned read buffers, recycled once QUIC is done with them, so serving a
+//! body neither zero-fills nor copies it on the way. Memory per fetch is bounded by the
+//! channel and the connection's send window, not the bundle. If the file turns out shorter than its record
 //! (which the store's checks make a corruption), the stream is reset rather than finished,
 //! so the node can never mistake a short body for a whole one.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use dossier_wire::{RefusalCode, ServerMessage};
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
@@ -61,8 +64,8 @@ pub(crate) async fn handle(
     {
         return;
     }
-    let _permit = ctx.transfers.acquire().await;
-    let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, StoreError>>(CHANNEL_DEPTH);
+    let _permit = ctx.transfers.acquire(recipient).await;
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, StoreError>>(CHANNEL_DEPTH);
     let reader = tokio::task::spawn_blocking(move || read_body(blob, offset, &tx));
     let mut sent = 0u64;
     let mut failed = false;
@@ -71,7 +74,7 @@ pub(crate) async fn handle(
             Ok(bytes) => {
                 let n = bytes.len() as u64;
                 // Handed to QUIC as it is, without another copy.
-                if write_chunk(&mut send, bytes.into()).await.is_err() {
+                if write_chunk(&mut send, bytes).await.is_err() {
                     failed = true;
                     break; // the node went away; dropping rx stops the reader
                 }
@@ -97,8 +100,9 @@ pub(crate) async fn handle(
     tracing::info!(%bundle_id, %recipient, offset, bytes = sent, "body sent");
 }
 
-/// Blocking side: reads `blob` from `offset` to its end in chunks.
-fn read_body(mut blob: HeldBlob, offset: u64, tx: &mpsc::Sender<Result<Vec<u8>, StoreError>>) {
+/// Blocking side: reads `blob` from `offset` to its end in pieces of at most
+/// [`CHUNK_BYTES`] (the store's own buffers where it can, see [`crate::store::BlobRead::read_piece`]).
+fn read_body(mut blob: HeldBlob, offset: u64, tx: &mpsc::Sender<Result<Bytes, StoreError>>) {
     if let Err(e) = blob.reader.seek(SeekFrom::Start(offset)) {
         let _ = tx.blocking_send(Err(StoreError::Io {
             context: "positioning a body",
@@ -109,28 +113,22 @@ fn read_body(mut blob: HeldBlob, offset: u64, tx: &mpsc::Sender<Result<Vec<u8>, 
     let mut left = blob.length - offset;
     while left > 0 {
         let want = usize::try_from(left).map_or(CHUNK_BYTES, |l| l.min(CHUNK_BYTES));
-        let mut buf = vec![0u8; want];
-        let mut filled = 0;
-        while filled < want {
-            match blob.reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(StoreError::Io {
-                        context: "reading a body",
-                        source: e,
-                    }));
-                    return;
-                }
+        let piece = match blob.reader.read_piece(want) {
+            Ok(piece) => piece,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(StoreError::Io {
+                    context: "reading a body",
+                    source: e,
+                }));
+                return;
             }
-        }
-        if filled == 0 {
+        };
+        if piece.is_empty() {
             return; // short file: the sender side notices the missing bytes
         }
-        buf.truncate(filled);
-        left -= filled as u64;
-        if tx.blocking_send(Ok(buf)).is_err() {
+        left -= piece.len() as u64;
+        if tx.blocking_send(Ok(piece)).is_err() {
             return;
         }
     }

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::store::{RelayStore, StoreError};
 
@@ -34,13 +34,9 @@ mod request;
 mod revocation;
 mod running;
 mod shutdown;
+mod transfers;
 
 pub use running::{RunningRelay, StartOptions, start, start_with};
-
-/// Most body transfers (deposits and fetches) streaming at once, relay-wide. Each holds at
-/// most a few MiB of buffers, so this bounds the relay's body memory whatever the number of
-/// connections; further transfers wait (QUIC flow control holds the node back meanwhile).
-pub(crate) const MAX_CONCURRENT_TRANSFERS: usize = 64;
 
 /// What every task of a running relay shares.
 pub(crate) struct Context {
@@ -48,8 +44,8 @@ pub(crate) struct Context {
     pub store: Arc<dyn RelayStore>,
     /// Authenticated connections by facility, for notices and revocation.
     pub registry: Arc<notices::Registry>,
-    /// Permits for body transfers ([`MAX_CONCURRENT_TRANSFERS`]).
-    pub transfers: Semaphore,
+    /// Permits for body transfers, relay-wide and per facility.
+    pub transfers: transfers::Transfers,
     /// Closed when the last task holding the context is gone.
     _drain: mpsc::Sender<()>,
 }

@@ -34,6 +34,13 @@ pub(crate) fn from_store(e: &StoreError) -> ServerMessage {
         StoreError::UnknownBundle { .. } => RefusalCode::UnknownBundle,
         StoreError::NotEnrolled { .. } | StoreError::Revoked { .. } => RefusalCode::NotEnrolled,
         StoreError::Superseded { .. } => RefusalCode::Internal,
+        StoreError::StorageFull { .. } => {
+            tracing::warn!(
+                error = %e,
+                "relay storage full: deposits are refused until space is freed"
+            );
+            RefusalCode::StorageFull
+        }
         _ => {
             tracing::error!(error = %e, "store failure");
             return internal();
@@ -89,6 +96,25 @@ mod tests {
             ServerMessage::Refused(r) => {
                 assert_eq!(r.code, RefusalCode::Internal);
                 assert!(!r.message.contains("disk") && !r.message.contains("secret"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let full = from_store(&StoreError::Io {
+            context: "writing an upload file",
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        });
+        assert_eq!(
+            code(full),
+            RefusalCode::Internal,
+            "only the store classifies"
+        );
+        match from_store(&StoreError::io("writing an upload file")(
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        )) {
+            ServerMessage::Refused(r) => {
+                assert_eq!(r.code, RefusalCode::StorageFull);
+                assert!(r.message.contains("storage is full") && r.message.contains("free space"));
+                assert!(r.message.contains("stays queued"));
             }
             other => panic!("{other:?}"),
         }

@@ -11,13 +11,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::listener::{self, ListenerSettings};
 use super::notices::Registry;
 use super::shutdown::Shutdown;
-use super::{Context, MAX_CONCURRENT_TRANSFERS, close_code, endpoint};
+use super::{Context, close_code, endpoint};
 use crate::admin::{EnrollReport, RevokeReport, enroll_into, revoke_in};
 use crate::config::RelayConfig;
 use crate::data_dir::DataDir;
@@ -76,7 +76,8 @@ pub async fn start_with(
     let dir = DataDir::new(data_dir);
     dir.require_initialised()?;
     let config = RelayConfig::load(&dir.config())?;
-    let (server_config, pin) = endpoint::server_config(&dir)?;
+    let setup = endpoint::setup(&dir)?;
+    let pin = setup.pin.clone();
     let store = {
         let root = data_dir.to_path_buf();
         let limits = config.store_limits();
@@ -93,7 +94,7 @@ pub async fn start_with(
         orphan_parts_removed = recovery.orphan_parts_removed,
         "store open"
     );
-    let endpoint = endpoint::bind(server_config, options.listen.unwrap_or(config.listen))?;
+    let endpoint = endpoint::bind(setup, options.listen.unwrap_or(config.listen))?;
     let addr = endpoint
         .local_addr()
         .map_err(RelayError::io("reading the bound address of", dir.root()))?;
@@ -104,7 +105,7 @@ pub async fn start_with(
     let ctx = Arc::new(Context {
         store: Arc::new(store.clone()),
         registry: Arc::clone(&registry),
-        transfers: Semaphore::new(MAX_CONCURRENT_TRANSFERS),
+        transfers: super::transfers::Transfers::new(),
         _drain: drain_tx,
     });
     let (stop, stop_rx) = watch::channel(false);

@@ -114,6 +114,20 @@ pub enum StoreError {
         /// Bundle id.
         bundle_id: String,
     },
+    /// The data directory's file system is full (`ENOSPC`, or the disk quota of the relay's
+    /// user): what was being written was not stored. Not the request's fault and not
+    /// corruption: an upload cut short by it is discarded (its space and quota charge
+    /// released), and the node keeps the bundle queued and retries.
+    #[error(
+        "the relay's storage is full (while {context}), so nothing was stored; a bundle being \
+         deposited stays queued at the sending node, which retries at its next sync. The relay \
+         operator must free space on the relay's data disk (space is also freed as recipients \
+         collect held bundles)"
+    )]
+    StorageFull {
+        /// What the store was doing.
+        context: &'static str,
+    },
     /// A malformed request: bad id, empty or oversized recipient list, and the like.
     #[error("malformed request: {0}")]
     Invalid(&'static str),
@@ -145,8 +159,15 @@ pub enum StoreError {
 
 impl StoreError {
     /// Wraps an I/O error with what the store was doing.
+    /// A full file system becomes [`StoreError::StorageFull`].
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> StoreError {
-        move |source| StoreError::Io { context, source }
+        move |source| {
+            if is_storage_full(&source) {
+                StoreError::StorageFull { context }
+            } else {
+                StoreError::Io { context, source }
+            }
+        }
     }
 
     /// `true` when the relay itself failed (the peer should retry later), as opposed to a
@@ -159,11 +180,29 @@ impl StoreError {
     }
 }
 
+/// `ENOSPC` or `EDQUOT`: the data directory's file system (or its quota) is full.
+pub(crate) fn is_storage_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 macro_rules! from_redb {
     ($($t:ty),+) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(e.into())
+                match e.into() {
+                    redb::Error::Io(io) if is_storage_full(&io) => StoreError::StorageFull {
+                        context: "committing to the index",
+                    },
+                    other => {
+                        if matches!(other, redb::Error::PreviousIo) {
+                            super::index_db::note_previous_io();
+                        }
+                        StoreError::Db(other)
+                    }
+                }
             }
         }
     )+};

@@ -50,8 +50,17 @@ impl Layout {
 }
 
 /// Creates `dir` (and parents) readable by the relay's user only; leaves an existing
-/// directory's permissions to the operator.
-fn create_private_dir(dir: &Path) -> io::Result<()> {
+/// directory's permissions to the operator. The parent of every directory it creates is
+/// fsynced, top down: a new directory's name is durable only once its parent is (found by
+/// the power-loss tests, tests/tests/power_loss.rs — a power cut right after `init` could
+/// otherwise lose the whole data directory, key and pin included).
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut created = Vec::new();
+    let mut at = Some(dir);
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        created.push(p);
+        at = p.parent();
+    }
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -59,7 +68,14 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir)
+    builder.create(dir)?;
+    for new in created.iter().rev() {
+        match new.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => sync_dir(parent)?,
+            None => sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
 }
 
 /// Creates an empty file with mode 0600 if it does not exist (so that a library which

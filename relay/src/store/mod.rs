@@ -63,7 +63,8 @@
 use std::io::{Read, Seek};
 
 mod error;
-mod files;
+pub(crate) mod files;
+mod index_db;
 mod records;
 mod recovery;
 mod redb_store;
@@ -207,9 +208,32 @@ pub struct MailboxEntry {
     pub deposited_at: i64,
 }
 
-/// Something a readable body source: a file for [`RedbStore`].
-pub trait BlobRead: Read + Seek + Send {}
-impl<T: Read + Seek + Send> BlobRead for T {}
+/// A readable body source: a [`dossier_spool::SpoolReader`] for [`RedbStore`].
+pub trait BlobRead: Read + Seek + Send {
+    /// The next bytes, at most `max`, as one shared piece (empty at the end). The default
+    /// copies through [`Read`]; a source that can hand out its own buffers (the spool's
+    /// aligned direct-I/O buffers) does so without the copy.
+    fn read_piece(&mut self, max: usize) -> std::io::Result<bytes::Bytes> {
+        let mut v = vec![0u8; max];
+        let mut filled = 0;
+        while filled < max {
+            match self.read(&mut v[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        v.truncate(filled);
+        Ok(v.into())
+    }
+}
+
+impl BlobRead for dossier_spool::SpoolReader {
+    fn read_piece(&mut self, max: usize) -> std::io::Result<bytes::Bytes> {
+        dossier_spool::SpoolReader::read_piece(self, max)
+    }
+}
 
 /// A body opened for a recipient to download.
 pub struct HeldBlob {

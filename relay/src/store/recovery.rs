@@ -13,8 +13,6 @@
 
 use std::path::Path;
 
-use redb::ReadableDatabase;
-
 use super::StoreError;
 use super::files::{remove_if_present, sync_dir};
 use super::is_bundle_id;

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dossier_spool::SpoolReader;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use sha2::{Digest, Sha256};
 
 use super::files::{Layout, remove_if_present, touch_private};
+use super::index_db::IndexDb;
 use super::records::{
     BUNDLES, BundleRecord, BundleState, CLOSED_AGE, COUNTERS, Content, ENROLLMENTS, HELD_AGE,
     MAILBOX, NOTICES, PENDING, RECEIPT_SEEN, UPLOAD_AGE, UPLOADS, USAGE, UploadRecord,
@@ -38,7 +39,8 @@ const MAX_CARD_BYTES: usize = 64 * 1024;
 
 /// Shared state behind every handle and every upload.
 pub(crate) struct Inner {
-    pub db: Database,
+    /// The index; reopened by itself after a failed write (see `index_db`).
+    pub db: IndexDb,
     pub layout: Layout,
     pub limits: Limits,
     pub slots: Slots,
@@ -76,9 +78,11 @@ impl RedbStore {
         layout.create()?;
         let db_path = layout.root.join("store.redb");
         touch_private(&db_path).map_err(StoreError::io("creating store.redb"))?;
-        let db = redb::Builder::new()
-            .set_cache_size(DB_CACHE_BYTES)
-            .create(&db_path)?;
+        let db = IndexDb::new(move || {
+            redb::Builder::new()
+                .set_cache_size(DB_CACHE_BYTES)
+                .create(&db_path)
+        })?;
         let txn = db.begin_write()?;
         create_tables(&txn)?;
         txn.commit()?;
@@ -366,12 +370,22 @@ impl RelayStore for RedbStore {
         let slot = Arc::clone(&lease.slot);
         // Decide and open under the slot lock, so a concurrent finish cannot slip between.
         let mut owner = lock(&slot);
-        match self.inner.reserve(meta, now)? {
+        let new = match self.inner.reserve(meta, now)? {
             Reservation::Accepted(accepted) => return Ok(DepositStart::AlreadyAccepted(accepted)),
-            Reservation::New | Reservation::Resume => {}
-        }
+            Reservation::New => true,
+            Reservation::Resume => false,
+        };
         *owner = generation;
-        let upload = PartialBlob::open(lease, generation, meta.clone())?;
+        let upload = match PartialBlob::open(lease, generation, meta.clone()) {
+            Ok(upload) => upload,
+            Err(e @ StoreError::StorageFull { .. }) if new => {
+                // No room even to start: forget the reservation made above.
+                let _ = remove_if_present(&self.inner.layout.part(&meta.bundle_id));
+                let _ = self.inner.discard_upload(&meta.bundle_id);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         drop(owner);
         Ok(DepositStart::Upload(Box::new(upload)))
     }

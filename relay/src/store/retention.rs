@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use sha2::{Digest, Sha256};
 
 use super::files::remove_if_present;

@@ -6,7 +6,7 @@
 //! The server checks the signature against the enrolled card before it calls the store;
 //! here the revocation is opaque bytes plus the facility and key id it concerns.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::records::COUNTERS;
 use super::redb_store::Inner;

@@ -135,6 +135,23 @@ impl PartialBlob {
         })
     }
 
+    /// After the file system filled up under this upload: forgets it — bytes, file and
+    /// quota charge — so a full disk is not kept full by the uploads it cut short. The node
+    /// still holds the bundle and deposits it again from byte 0 once there is room. The file
+    /// goes first (that frees the space the index commit may need); a crash in between
+    /// leaves an upload record whose file is recreated empty on resume.
+    fn release_after_storage_full(&mut self) {
+        if let Some(body) = self.body.take() {
+            body.abandon();
+        }
+        if let Err(e) = remove_if_present(&self.path) {
+            tracing::warn!(bundle_id = %self.meta.bundle_id, error = %e, "removing a cut-off upload");
+        }
+        if let Err(e) = self.lease.inner.discard_upload(&self.meta.bundle_id) {
+            tracing::warn!(bundle_id = %self.meta.bundle_id, error = %e, "releasing a cut-off upload's quota");
+        }
+    }
+
     fn superseded(&self) -> StoreError {
         StoreError::Superseded {
             bundle_id: self.meta.bundle_id.clone(),
@@ -183,10 +200,20 @@ impl DepositUpload for PartialBlob {
             });
         }
         // Whole blocks go to disk now; at most a partial block waits in memory.
-        let body = self.body.as_mut().expect("body present until finish");
-        body.write_all(bytes)
+        let Some(body) = self.body.as_mut() else {
+            // Released after the disk filled up: this upload is over.
+            return Err(self.superseded());
+        };
+        let written = body
+            .write_all(bytes)
             .and_then(|()| body.write_blocks())
-            .map_err(StoreError::io("writing an upload file"))?;
+            .map_err(StoreError::io("writing an upload file"));
+        if let Err(e) = written {
+            if matches!(e, StoreError::StorageFull { .. }) {
+                self.release_after_storage_full();
+            }
+            return Err(e);
+        }
         self.hasher.update(bytes);
         self.written = end;
         Ok(())
@@ -208,12 +235,20 @@ impl DepositUpload for PartialBlob {
         }
         let inner = Arc::clone(&this.lease.inner);
         let layout = &inner.layout;
-        // 1. The body is on disk and is what was announced.
-        this.body
+        // 1. The body is on disk and is what was announced. (A file system that delays
+        // allocation may report that it is full only here.)
+        let synced = this
+            .body
             .take()
             .expect("body present until finish")
             .finish()
-            .map_err(StoreError::io("syncing an upload file"))?;
+            .map_err(StoreError::io("syncing an upload file"));
+        if let Err(e) = synced {
+            if matches!(e, StoreError::StorageFull { .. }) {
+                this.release_after_storage_full();
+            }
+            return Err(e);
+        }
         let digest: [u8; 32] = this.hasher.clone().finalize().into();
         if digest != this.meta.sha256 {
             inner.discard_upload(&this.meta.bundle_id)?;

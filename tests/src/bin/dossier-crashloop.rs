@@ -6,7 +6,12 @@
 //! cargo build --release --workspace
 //! target/release/dossier-crashloop --cycles 1000 [--seed S] [--senders K] \
 //!     [--bundles-per-sender B] [--large-every M] [--kill relay|node|both] [--keep]
+//! target/release/dossier-crashloop --cycles 300 --power-loss     # root, /dev/fuse
 //! ```
+//!
+//! `--power-loss` puts the relay's data directory on `dossier-lazyfs` (beside this binary)
+//! and cuts the power after every relay kill: everything the relay did not fsync is gone
+//! when it restarts (docs/operations.md, "Power-loss testing").
 //!
 //! Exit codes: 0 every cycle passed, 1 a guarantee was broken (the lab directory is kept
 //! and its path printed), 2 usage.
@@ -21,7 +26,7 @@ use dossier_tests::{DOSSIER_BIN_ENV, DOSSIER_RELAY_BIN_ENV};
 
 const USAGE: &str = "usage: dossier-crashloop --cycles N [--seed S] [--senders K] \
 [--bundles-per-sender B] [--large-every M] [--large-bytes BYTES] [--max-delay-ms MS] \
-[--kill relay|node|both] [--stall-limit-ms MS] [--keep]";
+[--kill relay|node|both] [--stall-limit-ms MS] [--power-loss] [--keep]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -92,6 +97,7 @@ fn parse(args: &[String]) -> Result<Config, String> {
                 cfg.stall_limit = Some(std::time::Duration::from_millis(num(flag, value()?)?));
             }
             "--keep" => cfg.keep_lab = true,
+            "--power-loss" => cfg.power_loss = Some(dossier_tests::lazyfs::lazyfs_bin()),
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -101,6 +107,17 @@ fn parse(args: &[String]) -> Result<Config, String> {
     }
     if cfg.senders == 0 || cfg.bundles_per_sender == 0 {
         return Err("--senders and --bundles-per-sender must be at least 1".into());
+    }
+    if let Some(bin) = &cfg.power_loss {
+        if cfg.kill == KillTarget::Node {
+            return Err(
+                "--power-loss cuts the power when the relay is killed: use --kill relay or both"
+                    .into(),
+            );
+        }
+        if let Some(why) = dossier_tests::lazyfs::unavailable(bin) {
+            return Err(format!("cannot simulate power loss here: {why}"));
+        }
     }
     Ok(cfg)
 }

@@ -11,6 +11,7 @@ use super::checks::{Ledger, LogScan, Snapshot, log_mentions, problems, scan_log}
 use super::children::{Job, Proc, Rng, Who, wait_all};
 use super::plan::{ANCHOR_LIMIT, Plan, SendPlan};
 use super::{Config, Fault, SLOW_STOP, Summary, Violation};
+use crate::lazyfs::Mount;
 use crate::{Lab, Node, RelayProcess, free_udp_port, pseudo_random_bytes, write_file};
 
 /// Full syncs of every node a cycle may need before everything must have arrived.
@@ -23,9 +24,14 @@ const WATCH_GRACE: Duration = Duration::from_secs(30);
 const KEEP_CYCLE_DIRS: u32 = 3;
 
 /// The lab, its nodes and relay, and what the run has seen.
+///
+/// Fields drop in order: the relay dies first, then the power-loss file system under its
+/// data directory unmounts, then the lab directory goes.
 pub(super) struct World {
-    pub(super) lab: Lab,
     relay: RelayProcess,
+    /// The relay's data directory is this `dossier-lazyfs` mount (`Config::power_loss`).
+    lazyfs: Option<Mount>,
+    pub(super) lab: Lab,
     senders: Vec<Node>,
     recipients: Vec<Node>,
     ledger: Ledger,
@@ -53,6 +59,12 @@ impl World {
         for n in senders.iter().chain(&recipients) {
             relay.enroll(n);
         }
+        // Power-loss mode: what `init` and `enroll` wrote is the durable state the
+        // file system starts from; the relay serves from the mount.
+        let lazyfs = cfg.power_loss.as_ref().map(|bin| {
+            Mount::start(bin, &relay.data)
+                .unwrap_or_else(|e| panic!("mounting dossier-lazyfs on the relay's data: {e}"))
+        });
         relay.start();
         for n in senders.iter().chain(&recipients) {
             n.use_relay(&relay);
@@ -61,6 +73,7 @@ impl World {
         Self {
             lab,
             relay,
+            lazyfs,
             senders,
             recipients,
             ledger: Ledger::default(),
@@ -112,7 +125,10 @@ impl World {
             let held = self.relay.blob_files();
             if let Some(id) = held.iter().find(|id| self.ledger.acked.contains_key(*id)) {
                 let body = self.relay.data.join("blobs").join(id);
-                fs::remove_file(&body).map_err(|e| vec![format!("injecting the fault: {e}")])?;
+                let blobs = self.relay.data.join("blobs");
+                fs::remove_file(&body)
+                    .and_then(|()| fs::File::open(&blobs)?.sync_all())
+                    .map_err(|e| vec![format!("injecting the fault: {e}")])?;
                 notes.push(format!(
                     "FAULT INJECTED: deleted the acknowledged body {id}"
                 ));
@@ -268,6 +284,7 @@ impl World {
                 if relay_killed_at.is_none() && since >= at {
                     self.relay.kill();
                     sum.relay_kills += 1;
+                    self.cut_power(sum)?;
                     relay_killed_at = Some(since);
                     relay_killed_instant = Some(Instant::now());
                 }
@@ -331,6 +348,22 @@ impl World {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Power-loss mode: right after a relay kill, everything the relay wrote and did not
+    /// fsync is dropped (once the kernel has closed the dead process's files).
+    fn cut_power(&mut self, sum: &mut Summary) -> Result<(), Vec<String>> {
+        let Some(fs) = &self.lazyfs else {
+            return Ok(());
+        };
+        let r = fs
+            .power_loss()
+            .map_err(|e| vec![format!("cutting the power: {e}")])?;
+        sum.power_losses += 1;
+        sum.files_rolled_back += r.files_rolled_back;
+        sum.dirs_rolled_back += r.dirs_rolled_back;
+        sum.inodes_lost += r.inodes_lost;
+        Ok(())
     }
 
     /// Takes in what a finished process says: bundle ids printed by sends, acceptances.
@@ -417,7 +450,13 @@ impl World {
         let mut doc: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("relay.json: {e}"))?;
         doc["listen"] = serde_json::Value::from(listen.clone());
-        fs::write(&path, doc.to_string()).map_err(|e| format!("writing relay.json: {e}"))?;
+        // Fsynced: in power-loss mode an unsynced rewrite would be undone by the next cut.
+        fs::File::create(&path)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, doc.to_string().as_bytes())?;
+                f.sync_all()
+            })
+            .map_err(|e| format!("writing relay.json: {e}"))?;
         self.relay.listen = listen;
         Ok(true)
     }
@@ -534,7 +573,19 @@ impl World {
     }
 
     /// Stops everything and keeps the lab directory; returns the violation report.
-    pub(super) fn fail(self, cfg: &Config, cycle: u32, problems: Vec<String>) -> Box<Violation> {
+    pub(super) fn fail(
+        self,
+        cfg: &Config,
+        cycle: u32,
+        mut problems: Vec<String>,
+    ) -> Box<Violation> {
+        if let Some(fs) = &self.lazyfs {
+            problems.push(format!(
+                "(the relay's data directory was on dossier-lazyfs: its final state is written back to {}, the file system's log is {})",
+                fs.backing.display(),
+                fs.log.display()
+            ));
+        }
         let log = self.relay.log_text();
         let lines: Vec<&str> = log.lines().collect();
         let relay_log_tail = lines[lines.len().saturating_sub(40)..].join("\n");
@@ -551,8 +602,12 @@ impl World {
 
     /// Kills the relay and keeps the lab directory on disk.
     pub(super) fn keep(self) -> PathBuf {
-        let World { lab, relay, .. } = self;
+        let World {
+            lab, relay, lazyfs, ..
+        } = self;
         drop(relay);
+        // Unmounting writes the data directory's final state back into the lab.
+        drop(lazyfs);
         let path = lab.path().to_path_buf();
         // Lab deletes its directory on drop; this one is evidence.
         std::mem::forget(lab);

@@ -113,7 +113,14 @@ async fn receive_one(
                 .map_err(NodeError::io("opening the download"))?;
             let resumed_from = pipeline.sink.resumed_from();
             let fetched = tokio::runtime::Handle::current().block_on(async {
-                with_retry!(session, |c| c.fetch(item, &mut pipeline.sink, ctx.progress))
+                tokio::select! {
+                    r = async {
+                        with_retry!(session, |c| c.fetch(item, &mut pipeline.sink, ctx.progress))
+                    } => r,
+                    () = ctx.stop.raised() => Err(RelayError::ConnectionLost(
+                        "stopped by the operator; the download resumes at the next sync".into(),
+                    )),
+                }
             });
             let finished = pipeline
                 .finish()
@@ -185,8 +192,9 @@ pub(super) fn file_download(
 
 /// Files a complete, verified download: into the inbox if every check passed, else into
 /// quarantine. Returns the signed receipt to send back, or `None` if the bytes do not match
-/// the relay's listing (the download is discarded and fetched again). Blocking: call it
-/// off the async workers.
+/// the relay's listing and part of them came from an earlier attempt (the download is
+/// discarded and fetched again from the first byte). Blocking: call it off the async
+/// workers.
 pub(super) fn file_verified(
     ctx: &SyncContext<'_>,
     pins: &Pins<'_>,
@@ -202,10 +210,24 @@ pub(super) fn file_verified(
         verdict: verified,
     } = downloaded;
     let sha_hex = hex(&sha);
-    if length != item.length || sha_hex != item.sha256 {
+    let off_listing = length != item.length || sha_hex != item.sha256;
+    if off_listing && resumed_from > 0 {
+        // Part of it came from an earlier attempt whose bytes may have been damaged here:
+        // fetch it once more from the first byte before blaming the relay.
         let _ = std::fs::remove_file(part);
         return Ok(None);
     }
+    // A whole, fresh download that is not what the relay listed is quarantined like any
+    // other failed check (§15.5) and its sender told through a `rejected` receipt naming
+    // the hash received, instead of the same wrong bytes being fetched at every sync.
+    let off_listing = off_listing.then(|| {
+        (
+            "verification_failed",
+            "the body the relay served does not match its own listing (length or SHA-256)"
+                .to_owned(),
+            "the body differs from the relay's listing".to_owned(),
+        )
+    });
 
     let now = Timestamp::now();
     let arrival = Arrival {
@@ -217,6 +239,13 @@ pub(super) fn file_verified(
         received_at: now,
     };
     let rejection = match &verified {
+        Err(OpenError::Io(e)) => {
+            return Err(NodeError::io("reading the download to verify it")(
+                std::io::Error::new(e.kind(), e.to_string()),
+            ));
+        }
+        Err(e) if off_listing.is_some() => Some((class_name(e), e.to_string(), receipt_reason(e))),
+        _ if off_listing.is_some() => off_listing,
         Ok(v) if v.manifest().bundle_id.as_str() != id => Some((
             "verification_failed",
             "the bundle id signed inside differs from the one the relay listed".to_owned(),
@@ -232,11 +261,6 @@ pub(super) fn file_verified(
             "signed by another facility than the depositor".to_owned(),
         )),
         Ok(_) => None,
-        Err(OpenError::Io(e)) => {
-            return Err(NodeError::io("reading the download to verify it")(
-                std::io::Error::new(e.kind(), e.to_string()),
-            ));
-        }
         Err(e) => Some((class_name(e), e.to_string(), receipt_reason(e))),
     };
 

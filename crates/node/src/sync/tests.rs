@@ -79,6 +79,7 @@ fn ctx<'a>(p: &'a Party, events: &'a Recorder) -> SyncContext<'a> {
         progress: &NoProgress,
         events,
         actor: &p.actor,
+        stop: StopSignal::never(),
     }
 }
 
@@ -235,7 +236,7 @@ fn an_unpinned_sender_is_quarantined_with_a_rejected_receipt() {
 }
 
 #[test]
-fn bytes_that_differ_from_the_listing_are_discarded() {
+fn a_resumed_download_that_differs_from_the_listing_is_fetched_again_from_zero() {
     let (sender, receiver) = (party("us-a"), party("th-b"));
     pin(&sender, &receiver.card);
     pin(&receiver, &sender.card);
@@ -244,7 +245,7 @@ fn bytes_that_differ_from_the_listing_are_discarded() {
     item.sha256 = "0".repeat(64);
     let events = Recorder::default();
     let c = ctx(&receiver, &events);
-    let filed = with_pins(&receiver, |pins| file_download(&c, pins, &item, &part, 0)).unwrap();
+    let filed = with_pins(&receiver, |pins| file_download(&c, pins, &item, &part, 10)).unwrap();
     assert!(filed.is_none());
     assert!(!part.exists(), "fetched again from zero next time");
     assert!(
@@ -252,6 +253,51 @@ fn bytes_that_differ_from_the_listing_are_discarded() {
             .unwrap()
             .is_none()
     );
+}
+
+#[test]
+fn a_fresh_download_that_differs_from_the_listing_is_judged_by_its_bytes() {
+    let (sender, receiver) = (party("us-a"), party("th-b"));
+    pin(&sender, &receiver.card);
+    pin(&receiver, &sender.card);
+    // Authentic bytes under a wrong listing: quarantined (a failed check, §15.5), the
+    // rejected receipt over what came.
+    let rec = queue(&sender, &[&receiver]);
+    let (mut item, part) = download(&sender, &rec, &receiver);
+    item.sha256 = "0".repeat(64);
+    let events = Recorder::default();
+    let c = ctx(&receiver, &events);
+    with_pins(&receiver, |pins| file_download(&c, pins, &item, &part, 0))
+        .unwrap()
+        .expect("a rejected receipt");
+    let q = inbox::load_quarantine(&receiver.home, &rec.bundle_id)
+        .unwrap()
+        .expect("quarantined");
+    assert!(
+        q.reason.contains("does not match its own listing"),
+        "{}",
+        q.reason
+    );
+    assert_eq!(
+        q.ciphertext_sha256, rec.ciphertext_sha256,
+        "the hash received"
+    );
+
+    // Damaged bytes under the genuine listing: quarantined and rejected, not refetched
+    // at every sync.
+    let rec = queue(&sender, &[&receiver]);
+    let (item, part) = download(&sender, &rec, &receiver);
+    let mut body = std::fs::read(&part).unwrap();
+    let mid = body.len() / 2;
+    body[mid] ^= 0x01;
+    std::fs::write(&part, &body).unwrap();
+    with_pins(&receiver, |pins| file_download(&c, pins, &item, &part, 0))
+        .unwrap()
+        .expect("a rejected receipt");
+    let q = inbox::load_quarantine(&receiver.home, &rec.bundle_id)
+        .unwrap()
+        .expect("quarantined");
+    assert!(q.reason.contains("tampered"), "{}", q.reason);
 }
 
 #[test]
