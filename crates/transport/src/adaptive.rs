@@ -1,10 +1,14 @@
 //! [`Adaptive`]: CUBIC on short paths, BBR on long ones, chosen per connection from the
-//! minimum round trip measured so far.
+//! path's minimum round trip after [`DECIDE_AFTER_ACKS`] acknowledged packets.
 //!
-//! Both controllers see every event (sent, acknowledged, lost, MTU change), so whichever is
-//! chosen has a warm estimate of the path; only the window quinn sends against comes from
-//! the chosen one. The minimum round trip only ever falls, so a connection that starts on
-//! BBR (a long path) moves to CUBIC if a shorter round trip is ever seen, never back.
+//! The minimum round trip is what tells a data-centre path (well under a millisecond) from
+//! an intercontinental one (100–300 ms). The first samples are not enough: measured on
+//! loopback, the handshake's first sample often exceeded 10 ms (the peers are busy with
+//! keys and certificates), and deciding on it put loopback transfers on BBR. Until the
+//! decision both controllers see every event, so the chosen one starts warm; after it, only
+//! the chosen one is kept (feeding both for the whole connection would cost every
+//! acknowledgement twice). The choice is not revisited: a connection does not move between
+//! such different paths.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -16,6 +20,9 @@ use quinn_proto::RttEstimator;
 /// Paths whose minimum round trip is at least this long use BBR.
 pub const LONG_HAUL_RTT: Duration = Duration::from_millis(10);
 
+/// Acknowledged packets after which the path is judged: a few round trips of data.
+pub const DECIDE_AFTER_ACKS: u32 = 64;
+
 /// Builds [`Adaptive`] controllers (the factory given to quinn's transport config).
 #[derive(Debug, Clone, Default)]
 pub struct AdaptiveConfig {
@@ -25,44 +32,62 @@ pub struct AdaptiveConfig {
 
 impl ControllerFactory for AdaptiveConfig {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
-        Box::new(Adaptive {
+        Box::new(Adaptive(Path::Undecided {
             cubic: Cubic::new(Arc::clone(&self.cubic), now, current_mtu),
             bbr: Bbr::new(Arc::clone(&self.bbr), current_mtu),
-            long_haul: false,
-        })
+            acks: 0,
+        }))
     }
 }
 
 /// A congestion controller that follows CUBIC or BBR depending on the path.
 #[derive(Debug, Clone)]
-pub struct Adaptive {
-    cubic: Cubic,
-    bbr: Bbr,
-    /// Whether BBR's window is used: the minimum round trip measured is at least
-    /// [`LONG_HAUL_RTT`]. Before the first acknowledgement, CUBIC's (the initial windows
-    /// are alike).
-    long_haul: bool,
+pub struct Adaptive(Path);
+
+#[derive(Debug, Clone)]
+enum Path {
+    /// Fewer than [`DECIDE_AFTER_ACKS`] acknowledgements: both are fed, CUBIC's window is
+    /// used (both start alike, in slow start).
+    Undecided { cubic: Cubic, bbr: Bbr, acks: u32 },
+    /// Minimum round trip below [`LONG_HAUL_RTT`].
+    Short(Cubic),
+    /// Minimum round trip at least [`LONG_HAUL_RTT`].
+    Long(Bbr),
 }
 
 impl Adaptive {
-    /// Whether the connection currently follows BBR.
+    /// Whether the connection follows BBR (decided after [`DECIDE_AFTER_ACKS`]).
     pub fn is_long_haul(&self) -> bool {
-        self.long_haul
+        matches!(self.0, Path::Long(_))
+    }
+
+    /// Whether the choice has been made.
+    pub fn is_decided(&self) -> bool {
+        !matches!(self.0, Path::Undecided { .. })
+    }
+
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Controller)) {
+        match &mut self.0 {
+            Path::Undecided { cubic, bbr, .. } => {
+                f(cubic);
+                f(bbr);
+            }
+            Path::Short(cubic) => f(cubic),
+            Path::Long(bbr) => f(bbr),
+        }
     }
 
     fn chosen(&self) -> &dyn Controller {
-        if self.long_haul {
-            &self.bbr
-        } else {
-            &self.cubic
+        match &self.0 {
+            Path::Undecided { cubic, .. } | Path::Short(cubic) => cubic,
+            Path::Long(bbr) => bbr,
         }
     }
 }
 
 impl Controller for Adaptive {
     fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
-        self.cubic.on_sent(now, bytes, last_packet_number);
-        self.bbr.on_sent(now, bytes, last_packet_number);
+        self.each(|c| c.on_sent(now, bytes, last_packet_number));
     }
 
     fn on_ack(
@@ -73,9 +98,17 @@ impl Controller for Adaptive {
         app_limited: bool,
         rtt: &RttEstimator,
     ) {
-        self.long_haul = rtt.min() >= LONG_HAUL_RTT;
-        self.cubic.on_ack(now, sent, bytes, app_limited, rtt);
-        self.bbr.on_ack(now, sent, bytes, app_limited, rtt);
+        self.each(|c| c.on_ack(now, sent, bytes, app_limited, rtt));
+        if let Path::Undecided { cubic, bbr, acks } = &mut self.0 {
+            *acks += 1;
+            if *acks >= DECIDE_AFTER_ACKS {
+                self.0 = if rtt.min() >= LONG_HAUL_RTT {
+                    Path::Long(bbr.clone())
+                } else {
+                    Path::Short(cubic.clone())
+                };
+            }
+        }
     }
 
     fn on_end_acks(
@@ -85,10 +118,7 @@ impl Controller for Adaptive {
         app_limited: bool,
         largest_packet_num_acked: Option<u64>,
     ) {
-        self.cubic
-            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
-        self.bbr
-            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+        self.each(|c| c.on_end_acks(now, in_flight, app_limited, largest_packet_num_acked));
     }
 
     fn on_congestion_event(
@@ -98,15 +128,11 @@ impl Controller for Adaptive {
         is_persistent_congestion: bool,
         lost_bytes: u64,
     ) {
-        self.cubic
-            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
-        self.bbr
-            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+        self.each(|c| c.on_congestion_event(now, sent, is_persistent_congestion, lost_bytes));
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
-        self.cubic.on_mtu_update(new_mtu);
-        self.bbr.on_mtu_update(new_mtu);
+        self.each(|c| c.on_mtu_update(new_mtu));
     }
 
     fn window(&self) -> u64 {
@@ -122,7 +148,7 @@ impl Controller for Adaptive {
     }
 
     fn initial_window(&self) -> u64 {
-        self.cubic.initial_window()
+        self.chosen().initial_window()
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
@@ -152,7 +178,12 @@ mod tests {
         }
         assert_eq!(a.window(), cubic.window(), "events reach CUBIC");
         let adaptive = a.into_any().downcast::<Adaptive>().expect("an Adaptive");
-        assert!(!adaptive.is_long_haul());
-        assert_eq!(adaptive.bbr.window(), bbr.window(), "events reach BBR too");
+        assert!(!adaptive.is_decided() && !adaptive.is_long_haul());
+        match &adaptive.0 {
+            Path::Undecided { bbr: theirs, .. } => {
+                assert_eq!(theirs.window(), bbr.window(), "events reach BBR too")
+            }
+            _ => panic!("undecided before any acknowledgement"),
+        }
     }
 }

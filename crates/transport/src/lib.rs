@@ -9,8 +9,8 @@
 //! which paces by measured bandwidth and round trip, carried the same bundle in about 20 s —
 //! but at sub-millisecond round trips its small window makes the sender wake for every few
 //! packets, and a 1 GiB transfer on loopback cost the relay twice the CPU. So each
-//! connection uses [`Adaptive`]: CUBIC's window while the path's minimum round trip is
-//! below [`LONG_HAUL_RTT`], BBR's above it. See docs/operations.md, "Testing over bad
+//! connection uses [`Adaptive`]: CUBIC when the minimum round trip over its first packets is
+//! below [`LONG_HAUL_RTT`], BBR otherwise. See docs/operations.md, "Testing over bad
 //! networks", for the measurements.
 
 #![forbid(unsafe_code)]
@@ -18,7 +18,7 @@
 
 mod adaptive;
 
-pub use adaptive::{Adaptive, AdaptiveConfig, LONG_HAUL_RTT};
+pub use adaptive::{Adaptive, AdaptiveConfig, DECIDE_AFTER_ACKS, LONG_HAUL_RTT};
 
 use std::sync::Arc;
 
