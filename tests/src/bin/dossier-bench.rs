@@ -113,10 +113,21 @@ fn main() {
             other,
             &["card", "-o", card.to_str().expect("utf8")],
         );
+        // Verified, as the disclosure policy requires before anything is sealed to it.
+        let card_json: serde_json::Value =
+            serde_json::from_slice(&run_ok(&dossier, other, &["card", "--json"]))
+                .expect("card --json");
+        let fingerprint = card_json["fingerprint"].as_str().expect("a fingerprint");
         run_ok(
             &dossier,
             me,
-            &["contacts", "add", card.to_str().expect("utf8")],
+            &[
+                "contacts",
+                "add",
+                card.to_str().expect("utf8"),
+                "--verified",
+                fingerprint,
+            ],
         );
     }
     let age_id = root.join("recipient-age-identity.txt");
@@ -286,7 +297,7 @@ impl Peers {
     }
 }
 
-fn run_ok(dossier: &Path, home: &Path, args: &[&str]) {
+fn run_ok(dossier: &Path, home: &Path, args: &[&str]) -> Vec<u8> {
     let out = Command::new(dossier)
         .env("DOSSIER_HOME", home)
         .env("DOSSIER_PASSPHRASE", PASSPHRASE)
@@ -298,6 +309,7 @@ fn run_ok(dossier: &Path, home: &Path, args: &[&str]) {
         "dossier {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }
 
 fn age_recipient_of(identity_file: &Path) -> String {
